@@ -1,0 +1,158 @@
+"""The `guides` command: ingest, ask, serve, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class CliError(Exception):
+    """Printed as 'error: ...' with exit status 2."""
+
+
+def _settings(args):
+    from guides_qa.config import load_settings
+
+    over = {}
+    if getattr(args, "guides_dir", None):
+        over["guides_dir"] = Path(args.guides_dir)
+    if getattr(args, "data_dir", None):
+        over["data_dir"] = Path(args.data_dir)
+    if getattr(args, "top_k", None):
+        over["top_k"] = args.top_k
+    return load_settings(**over)
+
+
+def cmd_ingest(args) -> int:
+    from ingest.pipeline import run_ingest
+
+    s = _settings(args)
+    summary = run_ingest(s, rebuild=args.rebuild, progress=not args.quiet)
+    print(summary.render())
+    if summary.n_chunks == 0:
+        print(f"error: no chunks were indexed; add .md/.markdown/.txt guides to {s.guides_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _read_batch(path: str) -> list[dict]:
+    items = []
+    src = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    with src:
+        for n, line in enumerate(src, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CliError(f"{path} line {n}: not valid JSON ({e.msg}); each line must be "
+                               f'{{"id": ..., "turns": ["question", ...]}}') from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("turns"), list) or not obj["turns"]:
+                raise CliError(f"{path} line {n}: needs a non-empty list 'turns' of questions")
+            items.append({"id": obj.get("id", n), "turns": obj["turns"], "line": n})
+    return items
+
+
+def cmd_ask(args) -> int:
+    from guides_qa.pipeline import InputError, Pipeline
+
+    s = _settings(args)
+    pipe = Pipeline(s)
+    if not args.retrieve_only:
+        raise CliError("Answering with an LLM is not available yet: use --retrieve-only to see the ranked passages.")
+    if args.batch:
+        items = _read_batch(args.batch)
+        out = sys.stdout
+        for it in items:
+            try:
+                res = pipe.retrieve(it["turns"], id=it["id"], mode=args.mode)
+                rec = res.to_json()
+            except InputError as e:
+                rec = {"id": it["id"], "question": it["turns"][-1] if it["turns"] else None,
+                       "error": f"line {it['line']}: {e}"}
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            out.flush()
+        return 0
+    if not args.question:
+        raise CliError('Give a question, e.g. guides ask "what is LoRA?" --retrieve-only, or --batch FILE.')
+    try:
+        res = pipe.retrieve([args.question], mode=args.mode)
+    except InputError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        print(json.dumps(res.to_json(), ensure_ascii=False, indent=2))
+    else:
+        for h in res.hits:
+            p = h.payload
+            print(f"[{h.rank}] {p['section']}  ({p['guide']}, lines {p['lines'][0]}-{p['lines'][1]}, score {h.score:.4f})")
+            snippet = " ".join(p["text"].split())
+            print(f"    {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+        print("timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in res.timings_ms.items()))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    if not app.exists():
+        raise CliError(f"{app} not found")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+           "--server.address", args.host, "--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
+    return subprocess.call(cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="guides", description="Cited question answering over the study guides.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--guides-dir", help="folder of guides (default: setting guides_dir, data/guides)")
+    common.add_argument("--data-dir", help="folder for the index and models (default: data)")
+
+    pi = sub.add_parser("ingest", parents=[common], help="index the guides (incremental)")
+    pi.add_argument("--rebuild", action="store_true", help="re-embed everything")
+    pi.add_argument("--quiet", action="store_true", help="no progress bars")
+    pi.set_defaults(func=cmd_ingest)
+
+    pa = sub.add_parser("ask", parents=[common], help="ask a question (or --batch FILE)")
+    pa.add_argument("question", nargs="?")
+    pa.add_argument("--retrieve-only", action="store_true", help="print the ranked passages, no LLM")
+    pa.add_argument("--json", action="store_true", help="one JSON object per question")
+    pa.add_argument("--batch", metavar="FILE", help='JSONL of {"id", "turns"}; "-" for stdin; writes JSONL')
+    pa.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid", help="retrieval mode")
+    pa.add_argument("--top-k", type=int, help="passages to return")
+    pa.set_defaults(func=cmd_ask)
+
+    ps = sub.add_parser("serve", parents=[common], help="start the chat app")
+    ps.add_argument("--host", default="127.0.0.1")
+    ps.add_argument("--port", type=int, default=8501)
+    ps.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from guides_qa.config import SettingsError
+    from ingest.store import IndexError_
+
+    try:
+        return args.func(args)
+    except (CliError, SettingsError, IndexError_, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was published; the previous index (if any) is still in use", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""`guides ingest`: read, clean, chunk, embed and index the guides, incrementally by content hash.
+
+Example::
+
+    from guides_qa.config import Settings
+    from ingest.pipeline import run_ingest
+    summary = run_ingest(Settings())
+    print(summary.render())
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from guides_qa.config import Settings, fingerprint_hash
+
+from .bm25 import BM25Encoder, tokenize
+from .chunker import Chunk, Chunker
+from .clean import clean_text
+from .embed import Embedder, load_embedder
+from .reader import RawGuide, Skipped, find_guides, read_guide
+from .store import IndexLayout, open_qdrant, write_atomic
+from .structure import parse_guide
+
+# Bump when cleaning, structure recovery or chunking code changes what chunks come out.
+PIPELINE_VERSION = 3
+ProgressCb = Callable[[str, float], None]
+
+
+@dataclass
+class IngestSummary:
+    files_read: int = 0
+    files_skipped: list[str] = field(default_factory=list)
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    n_chunks: int = 0
+    rebuild_reason: str | None = None
+    nothing_changed: bool = False
+    version: str | None = None
+    token_stats: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+
+    def render(self) -> str:
+        lines = []
+        if self.rebuild_reason:
+            lines.append(f"Full rebuild: {self.rebuild_reason}")
+        skipped = len(self.files_skipped)
+        lines.append(f"Files: {self.files_read} read, {skipped} skipped")
+        for s in self.files_skipped:
+            lines.append(f"  - {s}")
+        if self.nothing_changed:
+            lines.append(f"Nothing changed: index version {self.version} is up to date ({self.n_chunks} chunks); embedded 0.")
+        else:
+            lines.append(
+                f"Chunks: {self.added} added, {self.updated} updated, {self.removed} removed, "
+                f"{self.unchanged} unchanged ({self.n_chunks} total; {self.embedded} embedded)"
+            )
+            if self.token_stats:
+                t = self.token_stats
+                lines.append(f"Chunk size (word-pieces incl. heading context): min {t['min']}, median {t['median']}, max {t['max']} (window {t['window']})")
+            lines.append(f"Index version: {self.version}")
+        lines.append("Seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in self.seconds.items()))
+        return "\n".join(lines)
+
+
+class _Timer:
+    def __init__(self, summary: IngestSummary):
+        self.s = summary
+
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        s = self.s
+
+        class _Ctx:
+            def __enter__(self_):
+                return self_
+
+            def __exit__(self_, *exc):
+                s.seconds[name] = s.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+        return _Ctx()
+
+
+def _fingerprint(settings: Settings) -> dict:
+    return {**settings.chunking_fingerprint(), "pipeline_version": PIPELINE_VERSION}
+
+
+def _rebuild_reason(old: dict, new: dict) -> str | None:
+    diffs = [f"{k} changed from {old.get(k)!r} to {new[k]!r}" for k in sorted(new) if old.get(k) != new[k]]
+    return "; ".join(diffs) if diffs else None
+
+
+def _read_all(settings: Settings, summary: IngestSummary, progress: bool) -> list[RawGuide]:
+    root = settings.guides_dir
+    guides = []
+    for path in tqdm(find_guides(root), desc="Reading guides", unit="file", disable=not progress, file=sys.stderr):
+        r = read_guide(path, root)
+        if isinstance(r, Skipped):
+            summary.files_skipped.append(r.message())
+            print(f"warning: {r.message()}", file=sys.stderr)
+        else:
+            guides.append(r)
+    summary.files_read = len(guides)
+    return guides
+
+
+def chunk_guides(guides: list[RawGuide], chunker: Chunker, summary: IngestSummary | None = None) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    for g in guides:
+        text, _report = clean_text(g.text)
+        got = chunker.chunk(parse_guide(text, g.rel), g.rel)
+        if not got and summary is not None:
+            summary.files_skipped.append(Skipped(g.rel, "has no indexable text after cleaning").message())
+        chunks.extend(got)
+    return chunks
+
+
+def run_ingest(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    rebuild: bool = False,
+    progress: bool = True,
+    on_stage: ProgressCb | None = None,
+) -> IngestSummary:
+    """Bring the index in line with the guides folder. Safe to interrupt at any point."""
+    summary = IngestSummary()
+    timer = _Timer(summary)
+    layout = IndexLayout(settings)
+    t_total = time.perf_counter()
+    note = on_stage or (lambda stage, frac: None)
+
+    with layout.ingest_lock():
+        with timer.stage("read"):
+            note("reading guides", 0.0)
+            guides = _read_all(settings, summary, progress)
+        fp = _fingerprint(settings)
+        files = {g.rel: g.sha256 for g in guides}
+        current = layout.current()
+        old_meta = current.meta if current else None
+
+        if old_meta and not rebuild:
+            reason = _rebuild_reason(old_meta.get("fingerprint", {}), fp)
+            if reason is None and old_meta.get("files") == files and old_meta.get("qdrant_url") == settings.qdrant_url:
+                summary.nothing_changed = True
+                summary.version = current.vid
+                summary.n_chunks = old_meta.get("n_chunks", 0)
+                layout.cleanup()
+                summary.seconds["total"] = time.perf_counter() - t_total
+                note("done", 1.0)
+                return summary
+            summary.rebuild_reason = reason
+        elif rebuild:
+            summary.rebuild_reason = "requested with --rebuild"
+
+        with timer.stage("load_model"):
+            note("loading the embedding model", 0.05)
+            embedder = embedder or load_embedder(settings.embed_model)
+        max_tokens = min(settings.chunk_max_tokens, embedder.max_tokens)
+        chunker = Chunker(counter=embedder.count_tokens, max_tokens=max_tokens,
+                          target_tokens=min(settings.chunk_target_tokens, max_tokens),
+                          min_tokens=settings.chunk_min_tokens)
+        with timer.stage("chunk"):
+            note("cleaning and chunking", 0.1)
+            chunks = chunk_guides(guides, chunker, summary)
+        _check_unique_ids(chunks)
+
+        # Reuse vectors of identical chunks from the previous version (same fingerprint only).
+        old_by_id: dict[str, str] = {}
+        reuse: dict[str, np.ndarray] = {}
+        if current is not None:
+            old_chunks = current.chunks()
+            old_by_id = {c.chunk_id: c.content_hash for c in old_chunks}
+            if summary.rebuild_reason is None:
+                vecs = current.vectors()
+                reuse = {c.content_hash: vecs[i] for i, c in enumerate(old_chunks)}
+        new_ids = {c.chunk_id for c in chunks}
+        for c in chunks:
+            if c.chunk_id not in old_by_id:
+                summary.added += 1
+            elif old_by_id[c.chunk_id] != c.content_hash:
+                summary.updated += 1
+            else:
+                summary.unchanged += 1
+        summary.removed = sum(1 for cid in old_by_id if cid not in new_ids)
+
+        with timer.stage("embed"):
+            todo = [i for i, c in enumerate(chunks) if c.content_hash not in reuse]
+            vectors = np.zeros((len(chunks), embedder.dim), dtype=np.float32)
+            for i, c in enumerate(chunks):
+                if c.content_hash in reuse:
+                    vectors[i] = reuse[c.content_hash]
+            bs = settings.embed_batch_size
+            bar = tqdm(total=len(todo), desc="Embedding chunks", unit="chunk", disable=not progress, file=sys.stderr)
+            for start in range(0, len(todo), bs):
+                idx = todo[start : start + bs]
+                vectors[idx] = embedder.embed([chunks[i].embed_text for i in idx], batch_size=bs)
+                bar.update(len(idx))
+                note("embedding", 0.15 + 0.55 * (start + len(idx)) / max(1, len(todo)))
+            bar.close()
+            summary.embedded = len(todo)
+
+        with timer.stage("bm25"):
+            tokens = [tokenize(c.embed_text) for c in chunks]
+            bm25 = BM25Encoder.fit(tokens, k1=settings.bm25_k1, b=settings.bm25_b, epsilon=settings.bm25_epsilon)
+            sparse = [bm25.encode_document(t) for t in tokens]
+
+        vid = layout.new_vid()
+        with timer.stage("index"):
+            note("writing the index", 0.75)
+            path = layout.partial_path(vid)
+            path.mkdir(parents=True)
+            _write_qdrant(settings, layout, vid, path, chunks, vectors, sparse, embedder.dim, progress, note)
+            with open(path / "chunks.jsonl", "w", encoding="utf-8") as f:
+                for c in chunks:
+                    f.write(json.dumps(c.to_payload(), ensure_ascii=False) + "\n")
+            np.save(path / "vectors.npy", vectors)
+            sizes = [c.n_tokens for c in chunks]
+            summary.token_stats = (
+                {"min": min(sizes), "median": int(statistics.median(sizes)), "max": max(sizes), "window": max_tokens}
+                if sizes else {}
+            )
+            summary.n_chunks = len(chunks)
+            meta = {
+                "version": vid,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "fingerprint": fp,
+                "fingerprint_hash": fingerprint_hash(fp),
+                "embed_model": settings.embed_model,
+                "dim": embedder.dim,
+                "files": files,
+                "guides": _guide_table(chunks, files),
+                "skipped": summary.files_skipped,
+                "n_chunks": len(chunks),
+                "token_stats": summary.token_stats,
+                "bm25": bm25.to_dict(),
+                "qdrant_url": settings.qdrant_url,
+                "collection": layout.collection_name(vid),
+            }
+            write_atomic(path / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode())
+            layout.publish(vid)
+            summary.version = vid
+        layout.cleanup()
+        summary.seconds["total"] = time.perf_counter() - t_total
+        note("done", 1.0)
+        # Write the timings into the published meta for the eval report.
+        meta["seconds"] = summary.seconds
+        write_atomic(layout.versions / vid / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode())
+    return summary
+
+
+def _guide_table(chunks: list[Chunk], files: dict[str, str]) -> dict:
+    out: dict[str, dict] = {rel: {"title": rel, "chunks": 0} for rel in files}
+    for c in chunks:
+        out[c.guide] = {"title": c.guide_title, "chunks": out.get(c.guide, {}).get("chunks", 0) + 1}
+    return out
+
+
+def _check_unique_ids(chunks: list[Chunk]) -> None:
+    seen: dict[str, Chunk] = {}
+    for c in chunks:
+        if c.chunk_id in seen:
+            raise RuntimeError(f"Two chunks got the same id in {c.guide} › {c.section} (lines {c.start}-{c.end}); this is a bug.")
+        seen[c.chunk_id] = c
+
+
+def _write_qdrant(settings, layout, vid, path, chunks, vectors, sparse, dim, progress, note) -> None:
+    from qdrant_client import models
+
+    client = open_qdrant(settings, path)
+    name = layout.collection_name(vid)
+    try:
+        client.create_collection(
+            name,
+            vectors_config={"dense": models.VectorParams(size=dim, distance=models.Distance.COSINE)},
+            sparse_vectors_config={"bm25": models.SparseVectorParams()},
+        )
+        bar = tqdm(total=len(chunks), desc="Writing index", unit="chunk", disable=not progress, file=sys.stderr)
+        batch = 64
+        for start in range(0, len(chunks), batch):
+            points = [
+                models.PointStruct(
+                    id=c.chunk_id,
+                    vector={"dense": vectors[i].tolist(),
+                            "bm25": models.SparseVector(indices=sparse[i][0], values=sparse[i][1])},
+                    payload=c.to_payload(),
+                )
+                for i, c in enumerate(chunks[start : start + batch], start=start)
+            ]
+            client.upsert(name, points=points, wait=True)
+            bar.update(len(points))
+            note("writing the index", 0.75 + 0.2 * (start + len(points)) / max(1, len(chunks)))
+        bar.close()
+        if settings.qdrant_url:
+            # Publish on the server too: the alias <prefix> always names the current version.
+            client.update_collection_aliases(change_aliases_operations=[
+                models.CreateAliasOperation(create_alias=models.CreateAlias(
+                    collection_name=name, alias_name=settings.collection_prefix)),
+            ])
+    finally:
+        client.close()
