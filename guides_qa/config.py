@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         description="Hard cap in embedder word-pieces for heading context + chunk text (+2 special tokens). "
         "Capped at the embedder's own window.",
     )
-    chunk_target_tokens: int = Field(200, ge=16, le=8192, description="Preferred chunk size in word-pieces; pieces are packed up to this.")
+    chunk_target_tokens: int = Field(256, ge=16, le=8192, description="Preferred chunk size in word-pieces; pieces are packed up to this.")
     chunk_min_tokens: int = Field(48, ge=0, le=1024, description="Pieces smaller than this are merged with a neighbour in the same top-level section.")
 
     # --- BM25 ---------------------------------------------------------------
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     bm25_epsilon: float = Field(0.25, ge=0, le=1, description="rank-bm25's floor for negative IDF, as a fraction of the mean IDF.")
 
     # --- retrieval ----------------------------------------------------------
-    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="How Qdrant fuses dense and BM25 prefetches.")
+    fusion: Literal["rrf", "dbsf"] = Field("dbsf", description="How Qdrant fuses dense and BM25 prefetches.")
     rrf_k: int = Field(60, ge=1, le=1000, description="RRF constant k (Qdrant's own default is 2).")
     prefetch_limit: int = Field(40, ge=1, le=1000, description="Candidates each of dense and BM25 hands to fusion.")
     top_k: int = Field(10, ge=1, le=100, description="Passages returned by search.")
@@ -89,6 +89,20 @@ class Settings(BaseSettings):
     rerank_candidates: int = Field(20, ge=1, le=200, description="Top fused candidates handed to the reranker.")
     rerank_weight: float = Field(0.5, ge=0, le=1, description="Weight of the cross-encoder score against the fusion rank (0 = fusion only, 1 = reranker only).")
     reranker_seed: int = Field(13, description="Seed for reranker training (same seed, same model).")
+    reranker_max_length: int = Field(
+        256, ge=32, le=512,
+        description="Word-pieces of query + passage the trained cross-encoder reads, in training and at query time "
+        "(the passage is truncated past it).",
+    )
+    reranker_train_steps: int = Field(
+        120, ge=1, le=100_000,
+        description="Optimizer steps of `guides train-reranker`; each step reads 4 queries x 8 passages.",
+    )
+    reranker_llm_chunks: int = Field(
+        64, ge=0, le=100_000,
+        description="Chunks for which the bundled LLM writes synthetic questions for reranker training "
+        "(0 = none). Written once per chunk and cached under <data_dir>/models.",
+    )
 
     # --- answering (owned by answer/) ---------------------------------------
     llm: str = Field(
@@ -106,6 +120,23 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy).")
     answer_passages: int = Field(4, ge=1, le=20, description="Passages given to the LLM after reranking.")
     rewrite: Literal["heuristic", "llm", "off"] = Field("heuristic", description="How a follow-up becomes a standalone question.")
+    answer_prompt_tokens: int | None = Field(
+        None, ge=128, le=1_000_000,
+        description="Latency budget for the prompt, in LLM tokens (unset: llm_context_window - llm_max_answer_tokens). "
+        "Lowest-ranked passages are dropped whole to fit, and reported.",
+    )
+    answer_passage_order: Literal["edges", "rank"] = Field(
+        "edges", description="'edges': best passage first, second best last (small models skip the middle); 'rank': best first.")
+    citation_support: Literal["lexical", "embed", "blend"] = Field(
+        "lexical", description="How a passage's support for an answer sentence is scored: content-word overlap, MiniLM cosine, or their mean.")
+    citation_threshold: float = Field(0.5, ge=0, le=1, description="Support score (0-1) at which a citation counts as verified.")
+    refuse_min_cosine: float = Field(0.25, ge=-1, le=1, description="Refuse when no passage has MiniLM cosine to the question at least this.")
+    refuse_entity_cosine: float = Field(
+        0.5, ge=-1, le=1, description="Refuse when a name in the question appears in no passage and the best cosine is below this.")
+    refuse_min_rerank: float | None = Field(
+        None, description="Refuse when the top hit's rerank score is below this (unset: the rerank score is not gated).")
+    refuse_unsupported: bool = Field(
+        True, description="Refuse when no sentence of the generated answer is supported by a passage (it came from the model's memory).")
 
     # --- input limits -------------------------------------------------------
     max_question_chars: int = Field(1000, ge=10, le=100_000, description="Longest question accepted, in characters.")

@@ -46,8 +46,10 @@ def read_guide(path: Path, root: Path) -> RawGuide | Skipped:
         data = path.read_bytes()
     except OSError as e:
         return Skipped(rel, f"cannot be read ({e.strerror}); check its permissions")
-    if not data.strip():
+    if not data:
         return Skipped(rel, "the file is empty; add text or remove it")
+    if not data.strip():
+        return Skipped(rel, "contains only whitespace; add text or remove it")
     if b"\x00" in data[:8192]:
         return Skipped(rel, "looks binary (contains NUL bytes); only UTF-8 text guides are indexed")
     try:

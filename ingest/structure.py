@@ -125,6 +125,8 @@ def _plaintext_headings(lines: list[str]) -> tuple[_Heading | None, list[_Headin
             continue
         if s[-1] in ".:,;!" or ": " in s or _MATHY.search(s) or not (s[0].isupper() or s[0].isdigit()):
             continue
+        if m:                    # a numbered line that does not continue the numbering: a list item
+            continue
         if title is None and not heads:
             title = _Heading(i, 0, s)   # the first title line of the page is the guide's title
             continue
