@@ -1,0 +1,114 @@
+"""Sentence splitting, marker handling, attribution and verification of citations."""
+
+from __future__ import annotations
+
+import pytest
+
+from answer.citations import (SupportScorer, attribute, content_stems, parse_markers, place_markers, split_sentences,
+                              strip_markers)
+from answer.prompt import arrange
+
+
+@pytest.fixture
+def passages(hits):
+    return arrange(hits, "rank")       # [1] lora, [2] qlora, [3] bpe, [4] rope
+
+
+def test_split_sentences_keeps_decimals_abbreviations_and_trailing_markers():
+    segs = split_sentences("Mixtral has 46.7B params, e.g. eight experts. [1] It uses 12.9B per token [2].\n- a bullet")
+    assert [s.text for s in segs] == ["Mixtral has 46.7B params, e.g. eight experts. [1]",
+                                      "It uses 12.9B per token [2].", "- a bullet"]
+    assert "".join(s.text + s.sep for s in segs).startswith("Mixtral")
+
+
+def test_marker_parsing_and_placement():
+    assert parse_markers("a [1, 3] b [2][3]") == [1, 3, 2]
+    assert strip_markers("It adds [1] no latency [2].") == "It adds no latency."
+    assert place_markers("It adds no latency.", [1, 2]) == "It adds no latency [1][2]."
+    assert place_markers("No final stop", [3]) == "No final stop [3]"
+
+
+def test_content_stems_drop_stopwords_and_stem():
+    assert content_stems("The models are often merging the weights, e.g. twice") == ["model", "merg", "weight", "twice"]
+
+
+def test_unmarked_sentence_gets_best_supporting_passage(passages):
+    out = attribute("At inference the LoRA update is merged into the weights, so there is no latency overhead.",
+                    passages)
+    assert out.text.endswith("overhead [1].")
+    (c,) = out.citations
+    assert (c.n, c.chunk_id, c.verified) == (1, "lora", True)
+    s = c.supports[0]
+    assert s.source == "attributed" and s.score >= 0.8
+    assert passages[0].hit.text[s.span_start:s.span_end] == s.span
+    assert "merged into the weights" in s.span            # the passage sentence to highlight
+
+
+def test_invalid_marker_is_removed_and_sentence_reattributed(passages):
+    out = attribute("Byte pair encoding merges the most frequent pair into a new token [9].", passages)
+    assert out.removed_markers == [9]
+    assert "[9]" not in out.text and out.text.endswith("token [3].")
+    assert out.citations[0].chunk_id == "bpe" and out.citations[0].supports[0].source == "attributed"
+
+
+def test_model_marker_kept_but_unverified_when_passage_does_not_support(passages):
+    out = attribute("Byte pair encoding merges the most frequent pair of symbols [4].", passages)
+    (c,) = out.citations
+    assert c.n == 4 and c.chunk_id == "rope"
+    assert c.supports[0].source == "model"
+    assert c.verified is False and c.supports[0].score < 0.5
+
+
+def test_valid_model_marker_that_supports_is_verified(passages):
+    out = attribute("QLoRA fine-tunes a 65B model on one 48GB GPU [2].", passages)
+    assert out.citations[0].n == 2 and out.citations[0].verified
+    assert out.text == "QLoRA fine-tunes a 65B model on one 48GB GPU [2]."
+
+
+def test_unsupported_sentence_gets_no_citation(passages):
+    out = attribute("Dijkstra's algorithm runs in logarithmic heap time per vertex.", passages)
+    assert out.citations == [] and out.uncited_sentences and out.n_verified == 0
+    assert "[" not in out.text
+
+
+def test_short_filler_and_skipped_sentences_are_not_cited(passages):
+    out = attribute("Sure! Rotary embeddings rotate query and key vectors by position. The guides do not cover this.",
+                    passages, skip=("The guides do not cover this.",))
+    assert out.text == "Sure! Rotary embeddings rotate query and key vectors by position [4]. The guides do not cover this."
+    assert [c.n for c in out.citations] == [4]
+
+
+def test_several_sentences_share_one_citation(passages):
+    out = attribute("LoRA trains two low-rank matrices. The LoRA update is merged into the pretrained weights.",
+                    passages)
+    assert len(out.citations) == 1 and len(out.citations[0].sentences) == 2
+
+
+def test_threshold_controls_verification(passages):
+    text = "LoRA trains low-rank matrices for quantized 4-bit vocabulary tokens."
+    strict = attribute(text, passages, threshold=0.95)
+    loose = attribute(text, passages, threshold=0.1)
+    assert not strict.citations[0].verified and loose.citations[0].verified
+
+
+def test_empty_answer_and_no_passages():
+    assert attribute("", []).citations == []
+    out = attribute("LoRA trains low-rank matrices.", [])
+    assert out.citations == [] and out.uncited_sentences == ["LoRA trains low-rank matrices."]
+
+
+def test_embedding_modes_need_an_embedder(passages, embedder):
+    with pytest.raises(ValueError, match="embedder"):
+        SupportScorer(passages, mode="blend")
+    with pytest.raises(ValueError, match="Supported modes"):
+        SupportScorer(passages, mode="magic")
+    out = attribute("Rotary embeddings rotate query and key vectors.", passages, embedder=embedder, mode="blend")
+    assert out.citations[0].chunk_id == "rope"
+
+
+def test_echoed_passage_headers_are_dropped(passages):
+    from answer.citations import strip_echoed_headers
+
+    raw = "[1] Guide › LoRA\nLoRA trains low-rank matrices [1].\n**Guide › BPE**"
+    assert strip_echoed_headers(raw, passages) == "LoRA trains low-rank matrices [1]."
+    assert strip_echoed_headers("Guide › LoRA is covered.", passages) == "Guide › LoRA is covered."

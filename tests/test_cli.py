@@ -1,0 +1,55 @@
+"""The `guides` command end to end, with the hash embedder (set through the environment)."""
+
+import json
+
+import pytest
+
+from guides_qa.cli import main
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, guides_copy):
+    monkeypatch.setenv("GUIDES_EMBED_MODEL", "fake:hash")
+    monkeypatch.setenv("GUIDES_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GUIDES_GUIDES_DIR", str(guides_copy))
+    return tmp_path
+
+
+def test_ingest_ask_json_and_batch(env, capsys):
+    assert main(["ingest", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "Files: 5 read, 0 skipped" in out and "added" in out and "Seconds:" in out
+
+    assert main(["ask", "what is the kv cache", "--retrieve-only", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["question"] == "what is the kv cache" and len(obj["contexts"]) == 10
+    c = obj["contexts"][0]
+    assert c["rank"] == 1 and len(c["lines"]) == 2 and c["text"]
+
+    batch = env / "b.jsonl"
+    batch.write_text(
+        json.dumps({"id": "q1", "turns": ["what is LoRA?"]}) + "\n"
+        + json.dumps({"id": "q2", "turns": ["what is QLoRA?", "how much memory does it save?"]}) + "\n"
+        + json.dumps({"id": "q3", "turns": ["   "]}) + "\n"
+    )
+    assert main(["ask", "--batch", str(batch), "--json", "--retrieve-only"]) == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [l["id"] for l in lines] == ["q1", "q2", "q3"]
+    assert lines[1]["search_query"] == "what is QLoRA? how much memory does it save?"
+    assert "line 3" in lines[2]["error"] and "empty" in lines[2]["error"]
+
+
+def test_errors_are_one_clear_line(env, capsys):
+    assert main(["ask", "what?", "--retrieve-only"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: No index found") and "guides ingest" in err
+    bad = env / "bad.jsonl"
+    bad.write_text("{not json\n")
+    assert main(["ask", "--batch", str(bad), "--retrieve-only"]) == 2
+    assert "line 1: not valid JSON" in capsys.readouterr().err
+
+
+def test_bad_setting_names_the_variable(env, monkeypatch, capsys):
+    monkeypatch.setenv("GUIDES_TOP_K", "0")
+    assert main(["ask", "x", "--retrieve-only"]) == 2
+    assert "GUIDES_TOP_K" in capsys.readouterr().err
