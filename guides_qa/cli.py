@@ -110,6 +110,28 @@ def cmd_serve(args) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_eval(args) -> int:
+    import json as _json
+
+    from eval.golden import GoldenError
+    from eval.report import compare
+    from eval.runner import run_eval
+
+    s = _settings(args)
+    out = Path(args.out)
+    try:
+        metrics = run_eval(s, Path(args.golden), out=out, limit=args.limit, retrieve_only=args.retrieve_only,
+                           progress=not args.quiet)
+    except GoldenError as e:
+        raise CliError(str(e)) from None
+    print((out / "report.md").read_text())
+    print(f"Wrote {out}/report.md, report.html, metrics.json, questions.jsonl")
+    if args.compare:
+        old = _json.loads(Path(args.compare).read_text())
+        print(f"\nChange against {args.compare}:\n" + compare(old, metrics))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guides", description="Cited question answering over the study guides.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -131,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid", help="retrieval mode")
     pa.add_argument("--top-k", type=int, help="passages to return")
     pa.set_defaults(func=cmd_ask)
+
+    pe = sub.add_parser("eval", parents=[common], help="score retrieval and answers on a golden set")
+    pe.add_argument("--golden", default="eval/golden.jsonl", help="JSONL golden set (default eval/golden.jsonl)")
+    pe.add_argument("--limit", type=int, help="only the first N questions")
+    pe.add_argument("--retrieve-only", action="store_true", help="retrieval metrics only, no LLM")
+    pe.add_argument("--out", default="eval/runs/latest", help="output folder (default eval/runs/latest)")
+    pe.add_argument("--compare", metavar="OLD_METRICS_JSON", help="print deltas against an earlier metrics.json")
+    pe.add_argument("--quiet", action="store_true", help="no progress bar")
+    pe.set_defaults(func=cmd_eval)
 
     ps = sub.add_parser("serve", parents=[common], help="start the chat app")
     ps.add_argument("--host", default="127.0.0.1")

@@ -88,6 +88,21 @@ class Pipeline:
     def searcher(self) -> HybridSearcher:
         return HybridSearcher(self.settings, embedder=self.embedder, index=self.index)
 
+    # -- ranking stages ------------------------------------------------------
+    @property
+    def has_reranker(self) -> bool:
+        return self.settings.reranker != "off"
+
+    def search_query(self, turns: list[str]) -> str:
+        """The query retrieval sees for a conversation."""
+        return history_query(turns)
+
+    def ranked(self, query: str, *, ablation: str = "hybrid", top_k: int | None = None) -> tuple[list[Hit], dict]:
+        """Hits for one ablation: 'bm25', 'dense', 'hybrid' or 'hybrid+rerank'."""
+        if ablation in ("bm25", "dense", "hybrid"):
+            return self.searcher.search(query, mode=ablation, top_k=top_k)
+        raise ValueError(f"Unknown ablation {ablation!r}. Supported: ['bm25', 'dense', 'hybrid', 'hybrid+rerank']")
+
     def retrieve(self, turns: list[str], *, id: str | None = None, mode: Mode = "hybrid",
                  top_k: int | None = None) -> RetrievalResult:
         t0 = time.perf_counter()

@@ -1,0 +1,148 @@
+"""`guides eval`: run a golden set through the real pipeline and write the report.
+
+Example::
+
+    metrics = run_eval(load_settings(), Path("eval/golden.jsonl"), out=Path("eval/runs/latest"),
+                       retrieve_only=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from guides_qa.config import Settings
+from guides_qa.pipeline import Pipeline
+
+from .golden import GoldenItem, load_golden
+from .report import write_outputs
+from .retrieval import first_relevant_rank, qrels_for, retrieval_metrics
+
+RANK_DEPTH = 10
+
+
+def _pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    k = (len(s) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def ragas_context_scores(retrieved: list[str], reference: list[str]) -> tuple[float, float]:
+    """ragas' non-LLM context precision and recall; the references are the chunks holding the evidence."""
+    from ragas.dataset_schema import SingleTurnSample
+    from ragas.metrics import NonLLMContextPrecisionWithReference, NonLLMContextRecall
+
+    if not reference:
+        return float("nan"), float("nan")
+    s = SingleTurnSample(user_input="-", retrieved_contexts=retrieved or [""], reference_contexts=reference)
+
+    async def both():
+        return (await NonLLMContextPrecisionWithReference().single_turn_ascore(s),
+                await NonLLMContextRecall().single_turn_ascore(s))
+
+    p, r = asyncio.run(both())
+    return float(p), float(r)
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def run_eval(settings: Settings, golden: Path, *, out: Path, limit: int | None = None, retrieve_only: bool = False,
+             pipeline: Pipeline | None = None, judge=None, progress: bool = True) -> dict:
+    items = load_golden(golden)                       # validated before any work
+    if limit:
+        items = items[:limit]
+    pipe = pipeline or Pipeline(settings)
+    version = pipe.index.refresh()
+    chunks = pipe.index.layout.require_current().chunks()
+    by_id = {c.chunk_id: c for c in chunks}
+    qrels = qrels_for(items, [(c.chunk_id, c.text) for c in chunks])
+    ablations = ["bm25", "dense", "hybrid"] + (["hybrid+rerank"] if pipe.has_reranker else [])
+    default = "hybrid+rerank" if pipe.has_reranker else "hybrid"
+
+    runs: dict[str, dict[str, list[str]]] = {a: {} for a in ablations}
+    per_q: dict[str, dict] = {}
+    lat: dict[str, list[float]] = {}
+    bar = tqdm(total=len(items) * (len(ablations) + (0 if retrieve_only else 1)), desc="Evaluating",
+               unit="step", disable=not progress, file=sys.stderr)
+    for it in items:
+        query = pipe.search_query(it.turns)
+        rec = {"id": it.id, "kind": it.kind, "question": it.question, "turns": it.turns, "search_query": query,
+               "relevant_chunks": len(qrels.get(it.id, ()))}
+        for a in ablations:
+            hits, timings = pipe.ranked(query, ablation=a, top_k=RANK_DEPTH)
+            ids = [h.chunk_id for h in hits]
+            runs[a][it.id] = ids
+            if it.id in qrels:
+                rec[f"first_relevant_rank[{a}]"] = first_relevant_rank(ids, qrels[it.id])
+            if a == default:
+                rec["contexts"] = [{"rank": h.rank, "chunk_id": h.chunk_id, "section": h.payload["section"],
+                                    "scores": h.scores} for h in hits]
+                for k, v in timings.items():
+                    lat.setdefault(k, []).append(v)
+            bar.update(1)
+        if not retrieve_only:
+            from .answers import answer_record
+
+            rec.update(answer_record(pipe, it, qrels.get(it.id, set()), by_id, lat))
+            bar.update(1)
+        per_q[it.id] = rec
+    bar.close()
+
+    retrieval = {}
+    for a in ablations:
+        m = retrieval_metrics(runs[a], qrels)
+        cp, cr = [], []
+        for qid, rel in qrels.items():
+            ref = [by_id[c].text for c in rel]
+            p, r = ragas_context_scores([by_id[c].text for c in runs[a][qid][:5] if c in by_id], ref)
+            cp.append(p)
+            cr.append(r)
+        m["ragas_context_precision"] = statistics.fmean(cp) if cp else float("nan")
+        m["ragas_context_recall"] = statistics.fmean(cr) if cr else float("nan")
+        retrieval[a] = m
+    by_kind = {}
+    for kind in ("answerable", "followup"):
+        q = {k: v for k, v in qrels.items() if per_q[k]["kind"] == kind}
+        if q:
+            by_kind[kind] = {"n": len(q), **retrieval_metrics(runs[default], q)}
+
+    kinds: dict[str, int] = {}
+    for it in items:
+        kinds[it.kind] = kinds.get(it.kind, 0) + 1
+    metrics = {
+        "run": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": _machine(),
+                "golden": str(golden), "n_questions": len(items), "kinds": kinds, "default_pipeline": default,
+                "retrieve_only": retrieve_only,
+                "settings_summary": f"embed={settings.embed_model}, fusion={settings.fusion}, "
+                                    f"prefetch={settings.prefetch_limit}, reranker={settings.reranker}, "
+                                    f"candidates={settings.rerank_candidates}, llm={settings.llm}"},
+        "index": {"version": version.vid, "n_chunks": len(chunks), "n_guides": len(version.meta.get("files", {})),
+                  "ingest_seconds": (version.meta.get("seconds") or {}).get("total"),
+                  "token_stats": version.meta.get("token_stats")},
+        "retrieval": retrieval,
+        "retrieval_by_kind": by_kind,
+        "latency_ms": {k: {"n": len(v), "p50": _pct(v, .5), "p95": _pct(v, .95), "max": max(v)}
+                       for k, v in lat.items() if v},
+    }
+    if not retrieve_only:
+        from .answers import summarise_answers
+
+        metrics["answers"] = summarise_answers(list(per_q.values()), judge=judge, progress=progress)
+    write_outputs(out, metrics, list(per_q.values()), lat)
+    return metrics
+
+
+def golden_items_for_kind(items: list[GoldenItem], kind: str) -> list[GoldenItem]:
+    return [i for i in items if i.kind == kind]
