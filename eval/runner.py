@@ -63,7 +63,16 @@ def run_eval(settings: Settings, golden: Path, *, out: Path, limit: int | None =
     items = load_golden(golden)                       # validated before any work
     if limit:
         items = items[:limit]
+    own = pipeline is None
     pipe = pipeline or Pipeline(settings)
+    try:
+        return _run(settings, golden, items, pipe, out=out, retrieve_only=retrieve_only, judge=judge, progress=progress)
+    finally:
+        if own:
+            pipe.close()
+
+
+def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress) -> dict:
     version = pipe.index.refresh()
     chunks = pipe.index.layout.require_current().chunks()
     by_id = {c.chunk_id: c for c in chunks}

@@ -66,6 +66,15 @@ def cmd_ask(args) -> int:
 
     s = _settings(args)
     pipe = Pipeline(s)
+    try:
+        return _ask(args, pipe)
+    finally:
+        pipe.close()
+
+
+def _ask(args, pipe) -> int:
+    from guides_qa.pipeline import InputError
+
     if not args.retrieve_only:
         raise CliError("Answering with an LLM is not available yet: use --retrieve-only to see the ranked passages.")
     if args.batch:

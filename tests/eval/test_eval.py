@@ -1,0 +1,98 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.golden import GoldenError, is_relevant, load_golden
+from eval.report import compare
+from eval.retrieval import first_relevant_rank, qrels_for, retrieval_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path, lines):
+    p = tmp_path / "g.jsonl"
+    p.write_text("".join(json.dumps(l) + "\n" if isinstance(l, dict) else l + "\n" for l in lines))
+    return p
+
+
+GOOD = {"id": "a", "kind": "answerable", "turns": ["what is lora?"], "evidence": ["low-rank"], "answer_keywords": ["rank"]}
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ({k: v for k, v in GOOD.items() if k != "evidence"}, "line 2: missing field 'evidence'"),
+    ({**GOOD, "id": "b", "evidence": []}, "line 2: an answerable question needs at least one evidence phrase"),
+    ({**GOOD, "id": "b", "kind": "maybe"}, "line 2: kind 'maybe'"),
+    ({**GOOD, "id": "b", "turns": []}, "line 2: 'turns' must be a non-empty list"),
+    ({**GOOD, "id": "b", "kind": "followup"}, "line 2: a followup needs at least two turns"),
+    ({**GOOD}, "line 2: duplicate id 'a'"),
+    ("{oops", "line 2: not valid JSON"),
+])
+def test_bad_golden_line_is_named(tmp_path, bad, msg):
+    with pytest.raises(GoldenError, match=msg):
+        load_golden(write(tmp_path, [GOOD, bad]))
+
+
+def test_repo_golden_set_is_valid_and_big_enough():
+    items = load_golden(REPO / "eval" / "golden.jsonl")
+    kinds = [i.kind for i in items]
+    assert len(items) >= 60 and kinds.count("unanswerable") >= 6 and kinds.count("followup") >= 4
+
+
+def test_relevance_normalises_both_sides():
+    assert is_relevant("QLoRA uses **4-bit NormalFloat** (NF4)", ["4 bit normalfloat"])
+    assert not is_relevant("LoRA", ["low-rank"])
+
+
+def test_metrics_on_a_hand_checked_run():
+    qrels = {"q1": {"d1"}, "q2": {"d9"}, "q3": {"d2", "d3"}}
+    runs = {"q1": ["d1", "d2"], "q2": ["d1", "d2", "d3"], "q3": ["d5", "d3", "d2"]}
+    m = retrieval_metrics(runs, qrels)
+    assert m["hit@1"] == pytest.approx(1 / 3)
+    assert m["hit@5"] == pytest.approx(2 / 3)
+    assert m["mrr@10"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert m["recall@5"] == pytest.approx((1 + 0 + 1) / 3)
+    assert first_relevant_rank(runs["q3"], qrels["q3"]) == 2
+
+
+def test_question_with_no_relevant_chunk_counts_as_miss():
+    m = retrieval_metrics({"q1": ["d1"], "q2": ["d1"]}, {"q1": {"d1"}, "q2": set()})
+    assert m["hit@1"] == 0.5
+
+
+def test_qrels_cover_every_chunk():
+    items = load_golden(REPO / "eval" / "golden.jsonl")[:3]
+    chunks = [("c1", items[0].evidence[0].upper() + " and more"), ("c2", "nothing")]
+    assert qrels_for(items, chunks)[items[0].id] == {"c1"}
+
+
+def test_compare_prints_deltas():
+    old = {"retrieval": {"hybrid": {"hit@1": 0.5}}, "latency_ms": {"search": {"p50": 10.0}}}
+    new = {"retrieval": {"hybrid": {"hit@1": 0.6}}, "latency_ms": {"search": {"p50": 8.0}}}
+    out = compare(old, new)
+    assert "retrieval.hybrid.hit@1" in out and "+0.100" in out and "▲" in out
+    assert "latency_ms.search.p50" in out and "-2.000" in out
+
+
+def test_quick_eval_end_to_end(tmp_path, guides_copy, fake_settings, monkeypatch):
+    """`guides eval --retrieve-only` on a few questions, through the real CLI code path."""
+    from guides_qa.cli import main
+    from ingest.embed import HashEmbedder
+    from ingest.pipeline import run_ingest
+
+    s = fake_settings(guides_copy, reranker="off")
+    run_ingest(s, embedder=HashEmbedder(), progress=False)
+    for k, v in {"GUIDES_EMBED_MODEL": "fake:hash", "GUIDES_DATA_DIR": str(s.data_dir),
+                 "GUIDES_GUIDES_DIR": str(guides_copy), "GUIDES_RERANKER": "off"}.items():
+        monkeypatch.setenv(k, v)
+    out = tmp_path / "run"
+    assert main(["eval", "--retrieve-only", "--limit", "6", "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["retrieval"]) == {"bm25", "dense", "hybrid"}
+    assert m["run"]["n_questions"] == 6
+    qs = [json.loads(l) for l in (out / "questions.jsonl").read_text().splitlines()]
+    assert len(qs) == 6 and "first_relevant_rank[hybrid]" in qs[0]
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table>" in html
+    assert main(["eval", "--retrieve-only", "--limit", "3", "--out", str(tmp_path / "r2"), "--quiet",
+                 "--compare", str(out / "metrics.json")]) == 0
