@@ -82,7 +82,7 @@ def render_html(m: dict, md: str, latencies: dict[str, list[float]]) -> str:
     lat = {k: v for k, v in latencies.items() if v}
     if lat:
         fig, ax = plt.subplots(figsize=(7.5, 3.2))
-        ax.boxplot(list(lat.values()), vert=False)
+        ax.boxplot(list(lat.values()), orientation="horizontal")
         ax.set_yticks(range(1, len(lat) + 1), list(lat))
         ax.set_xscale("log")
         ax.set_xlabel("ms (log scale)")

@@ -75,36 +75,82 @@ def cmd_ask(args) -> int:
 def _ask(args, pipe) -> int:
     from guides_qa.pipeline import InputError
 
-    if not args.retrieve_only:
-        raise CliError("Answering with an LLM is not available yet: use --retrieve-only to see the ranked passages.")
     if args.batch:
-        items = _read_batch(args.batch)
-        out = sys.stdout
-        for it in items:
+        for it in _read_batch(args.batch):
             try:
-                res = pipe.retrieve(it["turns"], id=it["id"], mode=args.mode)
-                rec = res.to_json()
+                if args.retrieve_only:
+                    rec = pipe.retrieve(it["turns"], id=it["id"], mode=args.mode).to_json()
+                else:
+                    rec = pipe.ask(it["turns"], id=it["id"]).to_json()
             except InputError as e:
                 rec = {"id": it["id"], "question": it["turns"][-1] if it["turns"] else None,
                        "error": f"line {it['line']}: {e}"}
-            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            out.flush()
+            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
         return 0
     if not args.question:
-        raise CliError('Give a question, e.g. guides ask "what is LoRA?" --retrieve-only, or --batch FILE.')
+        raise CliError('Give a question, e.g. guides ask "what is LoRA?", or --batch FILE.')
     try:
-        res = pipe.retrieve([args.question], mode=args.mode)
+        if args.retrieve_only:
+            res = pipe.retrieve([args.question], mode=args.mode)
+            if args.json:
+                print(json.dumps(res.to_json(), ensure_ascii=False, indent=2))
+            else:
+                _print_hits(res.hits)
+                print("timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in res.timings_ms.items()))
+            return 0
+        if args.json:
+            print(json.dumps(pipe.ask([args.question]).to_json(), ensure_ascii=False, indent=2))
+            return 0
+        return _stream_answer(pipe, [args.question])
     except InputError as e:
         raise CliError(str(e)) from None
-    if args.json:
-        print(json.dumps(res.to_json(), ensure_ascii=False, indent=2))
-    else:
-        for h in res.hits:
-            p = h.payload
-            print(f"[{h.rank}] {p['section']}  ({p['guide']}, lines {p['lines'][0]}-{p['lines'][1]}, score {h.score:.4f})")
-            snippet = " ".join(p["text"].split())
-            print(f"    {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
-        print("timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in res.timings_ms.items()))
+
+
+def _print_hits(hits) -> None:
+    for h in hits:
+        p = h.payload
+        print(f"[{h.rank}] {p['section']}  ({p['guide']}, lines {p['lines'][0]}-{p['lines'][1]}, score {h.score:.4f})")
+        snippet = " ".join(p["text"].split())
+        print(f"    {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+
+
+def _stream_answer(pipe, turns: list[str]) -> int:
+    from answer.answerer import Token
+
+    result = None
+    streamed = []
+    for ev in pipe.ask_stream(turns):
+        if isinstance(ev, Token):
+            streamed.append(ev.text)
+            sys.stdout.write(ev.text)
+            sys.stdout.flush()
+        else:
+            result = ev
+    a = result.answer
+    print()
+    if not a.refused and a.answer.strip() != "".join(streamed).strip():
+        print("\nWith citations:\n" + a.answer)
+    for w in a.warnings:
+        print(f"note: {w}")
+    if a.citations or a.passages:
+        print("\nSources:")
+        cited = {c.n: c for c in a.citations}
+        for p in a.passages:
+            pl = p.hit.payload
+            c = cited.get(p.n)
+            mark = "" if c is None else (" ✓ verified" if c.verified else " ? not verified")
+            print(f"[{p.n}] {pl['section']} ({pl['guide']}, lines {pl['lines'][0]}-{pl['lines'][1]}){mark}")
+    print("timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items()))
+    return 0
+
+
+def cmd_train_reranker(args) -> int:
+    from retrieval.train_reranker import train_reranker
+
+    s = _settings(args)
+    path = train_reranker(s, progress=not args.quiet, tiny=args.tiny)
+    print(f"Reranker ready: {path}")
     return 0
 
 
@@ -172,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--quiet", action="store_true", help="no progress bar")
     pe.set_defaults(func=cmd_eval)
 
+    pt = sub.add_parser("train-reranker", parents=[common], help="train the in-domain cross-encoder (offline)")
+    pt.add_argument("--tiny", action="store_true", help="a few steps only (for tests)")
+    pt.add_argument("--quiet", action="store_true", help="no progress bars")
+    pt.set_defaults(func=cmd_train_reranker)
+
     ps = sub.add_parser("serve", parents=[common], help="start the chat app")
     ps.add_argument("--host", default="127.0.0.1")
     ps.add_argument("--port", type=int, default=8501)
@@ -184,9 +235,18 @@ def main(argv: list[str] | None = None) -> int:
     from guides_qa.config import SettingsError
     from ingest.store import IndexError_
 
+    known: tuple = (CliError, SettingsError, IndexError_, FileNotFoundError)
+    try:
+        from answer.llm import LLMError
+        from retrieval.rerank import RerankerError
+        from retrieval.train_reranker import TrainingError
+
+        known += (LLMError, RerankerError, TrainingError)
+    except ImportError:
+        pass
     try:
         return args.func(args)
-    except (CliError, SettingsError, IndexError_, FileNotFoundError) as e:
+    except known as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from guides_qa.config import Settings
+from typing import Iterator
+
 from ingest.embed import Embedder, load_embedder
 from retrieval.search import Hit, HybridSearcher, IndexHandle, Mode
 
@@ -58,11 +60,36 @@ class RetrievalResult:
         return out
 
 
-def history_query(turns: list[str]) -> str:
-    """Until the LLM rewriter exists: the last question, preceded by the previous one for context."""
-    if len(turns) == 1:
-        return turns[-1]
-    return f"{turns[-2]} {turns[-1]}"
+@dataclass
+class AskResult:
+    """One answered turn: the retrieval that fed it, the cited answer, and stage timings."""
+    id: str | None
+    question: str
+    turns: list[str]
+    search_query: str
+    hits: list[Hit]                  # passages after reranking, best first (the LLM saw the first few)
+    answer: "object"                 # answer.answerer.AnswerResult
+    timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def refused(self) -> bool:
+        return self.answer.refused
+
+    def to_json(self) -> dict:
+        a = self.answer
+        return {
+            "id": self.id,
+            "question": self.question,
+            "answer": a.answer,
+            "citations": [c.to_json() for c in a.citations],
+            "refused": a.refused,
+            "refusal_reason": a.refusal_reason,
+            "rewritten_query": a.rewritten_query,
+            "warnings": a.warnings,
+            "contexts": [h.to_json() for h in self.hits],
+            "passages_used": [{"n": p.n, "chunk_id": p.hit.chunk_id} for p in a.passages],
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+        }
 
 
 class Pipeline:
@@ -88,34 +115,117 @@ class Pipeline:
     def searcher(self) -> HybridSearcher:
         return HybridSearcher(self.settings, embedder=self.embedder, index=self.index)
 
+    @cached_property
+    def reranker(self):
+        """The cross-encoder the settings name, or None for 'off' (loaded once)."""
+        from retrieval.rerank import load_reranker
+
+        return load_reranker(self.settings)
+
+    @cached_property
+    def llm(self):
+        from answer.llm import load_llm
+
+        return load_llm(self.settings)
+
+    @cached_property
+    def rewriter(self):
+        from answer.rewrite import Rewriter
+
+        return Rewriter(self.settings.rewrite, llm=self.llm if self.settings.rewrite == "llm" else None)
+
+    @cached_property
+    def answerer(self):
+        from answer.answerer import Answerer
+
+        return Answerer(self.settings, llm=self.llm, embedder=self.embedder, rewriter=self.rewriter)
+
     # -- ranking stages ------------------------------------------------------
     @property
     def has_reranker(self) -> bool:
         return self.settings.reranker != "off"
 
-    def search_query(self, turns: list[str]) -> str:
-        """The query retrieval sees for a conversation."""
-        return history_query(turns)
+    def rewrite(self, turns: list[str]):
+        from answer.prompt import check_injection
 
-    def ranked(self, query: str, *, ablation: str = "hybrid", top_k: int | None = None) -> tuple[list[Hit], dict]:
-        """Hits for one ablation: 'bm25', 'dense', 'hybrid' or 'hybrid+rerank'."""
+        question = check_injection(turns[-1]).question or turns[-1]
+        history = [check_injection(t).question for t in turns[:-1]]
+        return self.rewriter.rewrite(question, [h for h in history if h])
+
+    def search_query(self, turns: list[str]) -> str:
+        """The query retrieval sees for a conversation: the follow-up rewritten as a standalone question."""
+        return self.rewrite(turns).query
+
+    def ranked(self, query: str, *, ablation: str | None = None, top_k: int | None = None) -> tuple[list[Hit], dict]:
+        """Hits for one ablation: 'bm25', 'dense', 'hybrid' or 'hybrid+rerank' (default: the configured pipeline)."""
+        ablation = ablation or ("hybrid+rerank" if self.has_reranker else "hybrid")
+        top_k = top_k or self.settings.top_k
         if ablation in ("bm25", "dense", "hybrid"):
             return self.searcher.search(query, mode=ablation, top_k=top_k)
-        raise ValueError(f"Unknown ablation {ablation!r}. Supported: ['bm25', 'dense', 'hybrid', 'hybrid+rerank']")
+        if ablation != "hybrid+rerank":
+            raise ValueError(f"Unknown ablation {ablation!r}. Supported: ['bm25', 'dense', 'hybrid', 'hybrid+rerank']")
+        from retrieval.rerank import rerank
+
+        if self.reranker is None:
+            raise ValueError("The 'hybrid+rerank' ablation needs a reranker; GUIDES_RERANKER is 'off'.")
+        hits, timings = self.searcher.search(query, mode="hybrid", top_k=max(top_k, self.settings.rerank_candidates))
+        t = time.perf_counter()
+        hits = rerank(query, hits, reranker=self.reranker, top_k=top_k, weight=self.settings.rerank_weight)
+        timings["rerank"] = (time.perf_counter() - t) * 1000
+        return hits, timings
+
+    # -- answering -----------------------------------------------------------
+    def ask_stream(self, turns: list[str], *, id: str | None = None) -> Iterator[object]:
+        """Yield the answer's tokens (answer.answerer.Token) as they stream, then one AskResult."""
+        from answer.answerer import AnswerResult, Token
+
+        t0 = time.perf_counter()
+        turns = self._validate(turns)
+        rw = self.rewrite(turns)
+        hits, rt = self.ranked(rw.query)
+        timings = {"rewrite": rw.ms, "retrieve": rt.get("embed", 0.0) + rt.get("search", 0.0)}
+        if "rerank" in rt:
+            timings["rerank"] = rt["rerank"]
+        t_answer = time.perf_counter()
+        for ev in self.answerer.stream(turns[-1], hits, history=turns[:-1], rewrite=rw):
+            if isinstance(ev, Token):
+                yield ev
+            elif isinstance(ev, AnswerResult):
+                at = ev.timings_ms
+                if "first_token" in at:          # the answerer counts from its own start
+                    timings["first_token"] = (t_answer - t0) * 1000 + at["first_token"]
+                for k in ("gate", "generate", "cite"):
+                    if k in at:
+                        timings[k] = at[k]
+                timings["total"] = (time.perf_counter() - t0) * 1000
+                yield AskResult(id=id, question=turns[-1], turns=turns, search_query=rw.query, hits=hits,
+                                answer=ev, timings_ms=timings)
+
+    def ask(self, turns: list[str], *, id: str | None = None) -> AskResult:
+        res = None
+        for ev in self.ask_stream(turns, id=id):
+            res = ev
+        return res
+
+    def _validate(self, turns) -> list[str]:
+        if not isinstance(turns, list) or not turns:
+            raise InputError("A conversation needs at least one question in 'turns'.")
+        return [validate_question(t, max_chars=self.settings.max_question_chars,
+                                  where="question" if i == len(turns) - 1 else f"turn {i + 1}")
+                for i, t in enumerate(turns)]
 
     def retrieve(self, turns: list[str], *, id: str | None = None, mode: Mode = "hybrid",
                  top_k: int | None = None) -> RetrievalResult:
         t0 = time.perf_counter()
-        if not isinstance(turns, list) or not turns:
-            raise InputError("A conversation needs at least one question in 'turns'.")
-        turns = [validate_question(t, max_chars=self.settings.max_question_chars,
-                                   where="question" if i == len(turns) - 1 else f"turn {i + 1}")
-                 for i, t in enumerate(turns)]
-        query = history_query(turns)
-        hits, timings = self.searcher.search(query, mode=mode, top_k=top_k)
+        turns = self._validate(turns)
+        query = self.search_query(turns)
+        hits, timings = self.ranked(query, ablation=None if mode == "hybrid" else mode, top_k=top_k)
         timings["total"] = (time.perf_counter() - t0) * 1000
         return RetrievalResult(id=id, question=turns[-1], turns=turns, query=query, hits=hits, timings_ms=timings)
 
     def close(self) -> None:
         if "index" in self.__dict__:
             self.index.close()
+        llm = self.__dict__.get("llm")
+        if llm is not None and hasattr(llm, "close"):
+            llm.close()

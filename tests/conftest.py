@@ -31,6 +31,7 @@ def fake_settings(tmp_path):
     from guides_qa.config import Settings
 
     def make(guides_dir: Path, **kw):
+        kw = {"reranker": "off", "llm": "fake", **kw}
         return Settings(guides_dir=guides_dir, data_dir=tmp_path / "data", embed_model="fake:hash", **kw)
 
     return make

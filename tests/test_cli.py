@@ -12,6 +12,8 @@ def env(tmp_path, monkeypatch, guides_copy):
     monkeypatch.setenv("GUIDES_EMBED_MODEL", "fake:hash")
     monkeypatch.setenv("GUIDES_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("GUIDES_GUIDES_DIR", str(guides_copy))
+    monkeypatch.setenv("GUIDES_RERANKER", "off")
+    monkeypatch.setenv("GUIDES_LLM", "fake")
     return tmp_path
 
 
@@ -35,7 +37,7 @@ def test_ingest_ask_json_and_batch(env, capsys):
     assert main(["ask", "--batch", str(batch), "--json", "--retrieve-only"]) == 0
     lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
     assert [l["id"] for l in lines] == ["q1", "q2", "q3"]
-    assert lines[1]["search_query"] == "what is QLoRA? how much memory does it save?"
+    assert "qlora" in lines[1]["search_query"].lower()        # the follow-up was made standalone
     assert "line 3" in lines[2]["error"] and "empty" in lines[2]["error"]
 
 

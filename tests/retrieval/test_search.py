@@ -1,6 +1,6 @@
 import pytest
 
-from guides_qa.pipeline import InputError, Pipeline, history_query, validate_question
+from guides_qa.pipeline import InputError, Pipeline, validate_question
 from ingest.embed import HashEmbedder
 from ingest.pipeline import run_ingest
 
@@ -68,8 +68,3 @@ def test_query_with_no_known_terms_still_returns_dense_hits(small_index):
 def test_bad_questions_are_rejected_with_the_reason(bad, msg):
     with pytest.raises(InputError, match=msg):
         validate_question(bad, max_chars=1000)
-
-
-def test_history_query_uses_previous_turn():
-    assert history_query(["What is QLoRA?"]) == "What is QLoRA?"
-    assert history_query(["a?", "What is QLoRA?", "How much memory does it save?"]) == "What is QLoRA? How much memory does it save?"
