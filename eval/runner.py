@@ -39,8 +39,13 @@ def _pct(xs: list[float], p: float) -> float:
 
 def ragas_context_scores(retrieved: list[str], reference: list[str]) -> tuple[float, float]:
     """ragas' non-LLM context precision and recall; the references are the chunks holding the evidence."""
+    import warnings
+
     from ragas.dataset_schema import SingleTurnSample
-    from ragas.metrics import NonLLMContextPrecisionWithReference, NonLLMContextRecall
+
+    with warnings.catch_warnings():     # ragas 0.4 has these two only in its legacy namespace
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ragas.metrics import NonLLMContextPrecisionWithReference, NonLLMContextRecall
 
     if not reference:
         return float("nan"), float("nan")
@@ -59,7 +64,8 @@ def _machine() -> str:
 
 
 def run_eval(settings: Settings, golden: Path, *, out: Path, limit: int | None = None, retrieve_only: bool = False,
-             pipeline: Pipeline | None = None, judge=None, progress: bool = True) -> dict:
+             pipeline: Pipeline | None = None, judge="settings", progress: bool = True) -> dict:
+    """``judge``: a ragas judge, None to skip LLM-judged metrics, or "settings" to load settings.judge."""
     items = load_golden(golden)                       # validated before any work
     if limit:
         items = items[:limit]
@@ -74,6 +80,10 @@ def run_eval(settings: Settings, golden: Path, *, out: Path, limit: int | None =
 
 def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress) -> dict:
     version = pipe.index.refresh()
+    if not retrieve_only and judge == "settings":
+        from .judge import load_judge
+
+        judge = load_judge(settings, pipe)
     chunks = pipe.index.layout.require_current().chunks()
     by_id = {c.chunk_id: c for c in chunks}
     qrels = qrels_for(items, [(c.chunk_id, c.text) for c in chunks])
@@ -96,10 +106,11 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress) 
             if it.id in qrels:
                 rec[f"first_relevant_rank[{a}]"] = first_relevant_rank(ids, qrels[it.id])
             if a == default:
+                if retrieve_only:
+                    for k, v in timings.items():
+                        lat.setdefault(k, []).append(v)
                 rec["contexts"] = [{"rank": h.rank, "chunk_id": h.chunk_id, "section": h.payload["section"],
                                     "scores": h.scores} for h in hits]
-                for k, v in timings.items():
-                    lat.setdefault(k, []).append(v)
             bar.update(1)
         if not retrieve_only:
             from .answers import answer_record
@@ -148,7 +159,10 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress) 
     if not retrieve_only:
         from .answers import summarise_answers
 
-        metrics["answers"] = summarise_answers(list(per_q.values()), judge=judge, progress=progress)
+        metrics["answers"] = summarise_answers(list(per_q.values()), judge=judge, embedder=pipe.embedder,
+                                               progress=progress)
+        for r in per_q.values():
+            r.pop("used_passages", None)        # shown via contexts; keeps questions.jsonl readable
     write_outputs(out, metrics, list(per_q.values()), lat)
     return metrics
 

@@ -138,6 +138,16 @@ class Settings(BaseSettings):
     refuse_unsupported: bool = Field(
         True, description="Refuse when no sentence of the generated answer is supported by a passage (it came from the model's memory).")
 
+    # --- eval (owned by eval/) -----------------------------------------------
+    judge: str = Field(
+        "bundled",
+        description="Judge for ragas' LLM metrics: 'bundled' (the local model, output constrained to JSON by a schema), "
+        "'openai' (an OpenAI-compatible endpoint: judge_base_url, judge_model), or 'fake' (tests).",
+    )
+    judge_base_url: str | None = Field(None, description="OpenAI-compatible base URL of the judge (judge='openai').")
+    judge_model: str | None = Field(None, description="Judge model name at that endpoint.")
+    judge_api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the judge endpoint's key.")
+
     # --- input limits -------------------------------------------------------
     max_question_chars: int = Field(1000, ge=10, le=100_000, description="Longest question accepted, in characters.")
 

@@ -96,3 +96,35 @@ def test_quick_eval_end_to_end(tmp_path, guides_copy, fake_settings, monkeypatch
     assert "data:image/png;base64," in html and "<table>" in html
     assert main(["eval", "--retrieve-only", "--limit", "3", "--out", str(tmp_path / "r2"), "--quiet",
                  "--compare", str(out / "metrics.json")]) == 0
+
+
+def test_one_answered_question_with_fake_llm_and_fake_judge(tmp_path, guides_copy, fake_settings):
+    from eval.runner import run_eval
+    from guides_qa.pipeline import Pipeline
+    from ingest.embed import HashEmbedder
+    from ingest.pipeline import run_ingest
+
+    s = fake_settings(guides_copy, judge="fake")
+    run_ingest(s, embedder=HashEmbedder(), progress=False)
+    golden = tmp_path / "one.jsonl"
+    golden.write_text(json.dumps({"id": "q", "kind": "answerable", "turns": ["What does the KV cache store?"],
+                                  "evidence": ["KV cache"], "answer_keywords": ["cache"]}) + "\n"
+                      + json.dumps({"id": "u", "kind": "unanswerable", "turns": ["What is the capital of Mongolia?"],
+                                    "evidence": [], "answer_keywords": []}) + "\n")
+    pipe = Pipeline(s, embedder=HashEmbedder())
+    try:
+        m = run_eval(s, golden, out=tmp_path / "out", pipeline=pipe, progress=False)
+    finally:
+        pipe.close()
+    a = m["answers"]
+    assert a["judge"].startswith("fake")
+    assert a["answered_questions"] == 2
+    if a["judged_answers"]:
+        assert a["faithfulness"] == 1.0 and a["judge_failures"] == 0   # the fake judge's one statement is supported
+    for k in ("faithfulness", "answer_relevancy", "llm_context_precision", "keyword_recall",
+              "citation_verified_share", "refusal_accuracy_unanswerable", "false_refusal_rate_answerable"):
+        assert k in a
+    q = [json.loads(l) for l in (tmp_path / "out" / "questions.jsonl").read_text().splitlines()]
+    assert "answer" in q[0] and isinstance(q[0]["citations"], list)
+    assert "first_token" in m["latency_ms"] or q[0]["refused"]
+    assert "Answers" in (tmp_path / "out" / "report.md").read_text()
