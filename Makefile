@@ -17,7 +17,6 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/guides ingest
 	$(BIN)/guides serve
 
 test: $(STAMP)

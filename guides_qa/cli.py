@@ -154,14 +154,51 @@ def cmd_train_reranker(args) -> int:
     return 0
 
 
+def prepare(s, *, quiet: bool = False) -> None:
+    """Build whatever the app needs and is missing or stale: index, reranker, model file."""
+    from ingest.pipeline import run_ingest
+
+    print("[1/3] Index", flush=True)
+    summary = run_ingest(s, progress=not quiet)
+    print(summary.render(), flush=True)
+    print("[2/3] Reranker", flush=True)
+    if s.reranker == "trained":
+        from retrieval.rerank import trained_model_dir
+        from retrieval.train_reranker import train_reranker
+
+        path = trained_model_dir(s)
+        if (path / "reranker.json").is_file():
+            print(f"up to date: {path}")
+        else:
+            print("missing or stale for this index: training it (a few minutes on 2 cores)", flush=True)
+            train_reranker(s, progress=not quiet)
+    else:
+        print(f"GUIDES_RERANKER={s.reranker}: nothing to build")
+    print("[3/3] LLM", flush=True)
+    if s.llm == "bundled":
+        from answer.bundled import assemble_bundled_model
+
+        print(f"model file ready: {assemble_bundled_model(s.data_dir)}")
+    else:
+        print(f"GUIDES_LLM={s.llm}: nothing to build")
+
+
+def cmd_prepare(args) -> int:
+    prepare(_settings(args), quiet=args.quiet)
+    return 0
+
+
 def cmd_serve(args) -> int:
     import subprocess
 
+    if not args.no_prepare:
+        prepare(_settings(args))
     app = Path(__file__).resolve().parent.parent / "app.py"
     if not app.exists():
         raise CliError(f"{app} not found")
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
            "--server.address", args.host, "--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
+    print(f"Starting the app on http://{args.host}:{args.port}/", flush=True)
     return subprocess.call(cmd)
 
 
@@ -223,9 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--quiet", action="store_true", help="no progress bars")
     pt.set_defaults(func=cmd_train_reranker)
 
-    ps = sub.add_parser("serve", parents=[common], help="start the chat app")
+    pp = sub.add_parser("prepare", parents=[common], help="build what is missing: index, reranker, model file")
+    pp.add_argument("--quiet", action="store_true", help="no progress bars")
+    pp.set_defaults(func=cmd_prepare)
+
+    ps = sub.add_parser("serve", parents=[common], help="build what is missing, then start the chat app")
     ps.add_argument("--host", default="127.0.0.1")
     ps.add_argument("--port", type=int, default=8501)
+    ps.add_argument("--no-prepare", action="store_true", help="start the app without building anything first")
     ps.set_defaults(func=cmd_serve)
     return p
 
