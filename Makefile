@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast ingest eval serve clean-index clean
+.PHONY: run test test-fast ingest eval serve clean-index clean install browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/guides serve
 
-test: $(STAMP)
+# Debian's Chromium for the real-browser test (no browser download: it comes from the distribution).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "Installing Debian's chromium for the browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+		|| { echo "error: could not install chromium (needs root and Debian's package lists); the browser test will fail"; exit 1; }; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

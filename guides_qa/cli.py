@@ -199,7 +199,23 @@ def cmd_serve(args) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
            "--server.address", args.host, "--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
     print(f"Starting the app on http://{args.host}:{args.port}/", flush=True)
-    return subprocess.call(cmd)
+    env = dict(os.environ)
+    if args.data_dir:
+        env["GUIDES_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    if args.guides_dir:
+        env["GUIDES_GUIDES_DIR"] = str(Path(args.guides_dir).resolve())
+    return subprocess.call(cmd + ["--client.toolbarMode", "minimal"], env=env)
+
+
+def cmd_feedback_export(args) -> int:
+    from guides_qa.feedback import FeedbackError, FeedbackStore, export
+
+    try:
+        n = export(FeedbackStore.for_settings(_settings(args)).path, args.out, fmt=args.format)
+    except FeedbackError as e:
+        raise CliError(str(e)) from None
+    print(f"exported {n} rows", file=sys.stderr)
+    return 0
 
 
 def cmd_eval(args) -> int:
@@ -263,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("prepare", parents=[common], help="build what is missing: index, reranker, model file")
     pp.add_argument("--quiet", action="store_true", help="no progress bars")
     pp.set_defaults(func=cmd_prepare)
+
+    pf = sub.add_parser("feedback", help="feedback people gave in the app").add_subparsers(dest="fcmd", required=True)
+    px = pf.add_parser("export", parents=[common], help="write the feedback log as JSONL or CSV")
+    px.add_argument("out", nargs="?", default="-", help="output file ('-' = stdout)")
+    px.add_argument("--format", choices=["jsonl", "csv"], help="default: from the file name, else jsonl")
+    px.set_defaults(func=cmd_feedback_export)
 
     ps = sub.add_parser("serve", parents=[common], help="build what is missing, then start the chat app")
     ps.add_argument("--host", default="127.0.0.1")

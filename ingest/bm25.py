@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import unicodedata
 import zlib
 from collections import Counter
@@ -25,7 +26,15 @@ from typing import Iterable
 
 import snowballstemmer
 
-_STEMMER = snowballstemmer.stemmer("english")
+_local = threading.local()
+
+
+def stemmer_for_thread():
+    """Snowball stemmers keep state between calls: one per thread, or concurrent calls corrupt each other."""
+    s = getattr(_local, "stemmer", None)
+    if s is None:
+        s = _local.stemmer = snowballstemmer.stemmer("english")
+    return s
 STOPWORDS = frozenset(
     """a an and are as at be been but by can could did do does for from had has have how i if in
     into is it its me my of on or our s so such t than that the their them then there these they
@@ -39,7 +48,7 @@ def tokenize(text: str) -> list[str]:
     """NFKC + casefold, alphanumeric words, stopwords dropped, Snowball-stemmed."""
     t = unicodedata.normalize("NFKC", text).casefold()
     words = [w for w in re.findall(r"[a-z0-9]+", t) if w not in STOPWORDS]
-    return _STEMMER.stemWords(words)
+    return stemmer_for_thread().stemWords(words)
 
 
 def term_id(term: str) -> int:

@@ -126,7 +126,7 @@ def _hold_index(data_dir, guides_dir, ready, release):
     from ingest.embed import HashEmbedder
     from guides_qa.pipeline import Pipeline
 
-    s = Settings(guides_dir=guides_dir, data_dir=data_dir, embed_model="fake:hash")
+    s = Settings(guides_dir=guides_dir, data_dir=data_dir, embed_model="fake:hash", reranker="off", llm="fake")
     pipe = Pipeline(s, embedder=HashEmbedder())
     pipe.retrieve(["attention"])
     ready.set()

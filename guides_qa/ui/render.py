@@ -1,0 +1,223 @@
+"""Streamlit drawing for the chat app: one function per part of the page; data comes from ``view``.
+
+Example (inside a Streamlit script)::
+
+    with st.chat_message("assistant"):
+        turn = stream_answer(pipe, ["What is LoRA?"], question="What is LoRA?", history=[])
+        render_turn_body(turn, feedback=FeedbackUI(store, session_id))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from guides_qa.feedback import FeedbackEntry, FeedbackStore
+from guides_qa.ui.view import (CitationView, IndexStatus, TurnView, answer_markdown, error_turn, escape_md, fmt_ms,
+                               latency_line, new_turn_id, passage_html, shorten, turn_from_result)
+
+INTERRUPTED = "The answer was interrupted because the page reloaded (a button was clicked or a setting changed)."
+
+CSS = """
+<style>
+.gq-passage { white-space: pre-wrap; font-size: 0.9rem; line-height: 1.5; max-height: 22rem; overflow-y: auto;
+              border-left: 3px solid rgba(49, 51, 63, 0.2); padding: 0.25rem 0 0.25rem 0.75rem; }
+.gq-passage mark { background: #fde68a; color: inherit; padding: 0 0.1em; border-radius: 2px; }
+.gq-passage code { font-size: 0.85em; }
+</style>
+"""
+
+
+def inject_css() -> None:
+    st.html(CSS)
+
+
+# --------------------------------------------------------------------------- sidebar
+def index_panel(status: IndexStatus) -> None:
+    """The indexed guides with chunk counts, and when the index was built."""
+    if not status.ok:
+        st.warning("No usable index yet.")
+        return
+    lines = [f"- **{escape_md(g['title'])}** — {g['chunks']} chunks  \n  `{g['guide']}`" for g in status.guides]
+    st.markdown("\n".join(lines))
+    created = (status.created or "?").replace("T", " ")[:16]
+    st.caption(f"{status.n_chunks} chunks · last ingest {created} · version `{status.version}`")
+    for s in status.skipped:
+        st.caption(f"Skipped: {escape_md(s)}")
+
+
+# --------------------------------------------------------------------------- one turn
+@dataclass
+class FeedbackUI:
+    """What the feedback widgets need: where to store and whose session it is."""
+    store: FeedbackStore
+    session_id: str
+
+    def entry(self, turn: TurnView) -> FeedbackEntry:
+        snap = {**turn.settings, "session_options": turn.options}
+        return FeedbackEntry(
+            answer_id=turn.id, session_id=self.session_id, question=turn.question,
+            answer=turn.answer if turn.ok else f"[error] {turn.error.title}: {turn.error.detail}",
+            turns=turn.turns, refused=turn.refused, citations=turn.citations_json(),
+            search_query=turn.search_query, settings=snap, timings=turn.timings)
+
+
+def render_user(question: str) -> None:
+    with st.chat_message("user"):
+        st.markdown(escape_md(question))
+
+
+def render_turn(turn: TurnView, *, feedback: FeedbackUI | None) -> None:
+    render_user(turn.question)
+    with st.chat_message("assistant"):
+        render_turn_body(turn, feedback=feedback)
+
+
+def render_turn_body(turn: TurnView, *, feedback: FeedbackUI | None) -> None:
+    if not turn.ok:
+        render_error(turn)
+        return
+    if turn.rewritten_query:
+        st.caption(f":material/subdirectory_arrow_right: Follow-up searched as: *{escape_md(turn.rewritten_query)}*")
+    if turn.refused:
+        st.info(answer_markdown(turn.answer), icon=":material/search_off:")
+        if turn.refusal_reason:
+            st.caption(f"Why: {escape_md(turn.refusal_reason)}")
+    else:
+        st.markdown(answer_markdown(turn.answer))
+    for w in turn.warnings:
+        st.caption(f":material/warning: {escape_md(w)}")
+    if turn.citations:
+        with st.container(horizontal=True, gap="small"):
+            for c in turn.citations:
+                render_citation(c)
+    st.caption(f":material/timer: {latency_line(turn.timings)}")
+    render_sources(turn)
+    if feedback is not None:
+        render_feedback(turn, feedback)
+
+
+def render_error(turn: TurnView) -> None:
+    e = turn.error
+    if turn.partial:
+        st.markdown(answer_markdown(turn.partial) + " …")
+    body = f"**{e.title}.** {e.detail.replace('$', chr(92) + '$')}"
+    if e.hint:
+        body += f"\n\n{e.hint}"
+    st.error(body, icon=":material/error:")
+    st.caption("Your conversation is kept; ask again once this is fixed.")
+
+
+def render_citation(c: CitationView) -> None:
+    """A popover per cited passage: guide, section path, line range, the passage with supporting spans marked."""
+    label = f"[{c.n}] {escape_md(shorten(c.leaf, 48))} · lines {c.lines[0]}–{c.lines[1]}"
+    with st.popover(label, icon=":material/check_circle:" if c.verified else ":material/help:"):
+        st.markdown(f"**[{c.n}] {escape_md(c.guide_title)}**  \n"
+                    f"`{c.guide}` · lines {c.lines[0]}–{c.lines[1]}")
+        st.caption(" › ".join(escape_md(s) for s in c.section_path) or escape_md(c.section))
+        for s in c.supports:
+            st.markdown("> " + answer_markdown(s.sentence))
+            st.caption(f"Support {s.score:.2f} · {'verified' if s.verified else 'not verified'} — "
+                       f"the highlighted sentence below")
+        st.markdown(passage_html(c), unsafe_allow_html=True)
+
+
+def render_sources(turn: TurnView) -> None:
+    """The retrieval playground: every retrieved passage with fused score, rerank scores and both ranks."""
+    n = len(turn.sources)
+    with st.expander(f"Sources and scores · {n} passages · {fmt_ms(turn.timings.get('total', 0.0))}",
+                     icon=":material/manage_search:"):
+        q = turn.search_query or turn.question
+        st.markdown(f"Searched for: *{escape_md(q)}*" + (" (rewritten follow-up)" if turn.rewritten_query else ""))
+        if not n:
+            st.caption("No passage was retrieved.")
+            return
+        reranked = any(r.rerank is not None for r in turn.sources)
+        rows = [r.as_row() for r in turn.sources]
+        if not reranked:
+            for r in rows:
+                del r["rerank"], r["cross-enc."]
+        cfg = {
+            "rank": st.column_config.NumberColumn("rank", help="Rank after reranking", width=50),
+            "fused rank": st.column_config.NumberColumn("fused rank", help="Rank after hybrid fusion, before reranking",
+                                                        width=75),
+            "fused": st.column_config.NumberColumn("fused", format="%.3f", width=60,
+                                                   help="Hybrid (dense + BM25) fused score"),
+            "rerank": st.column_config.NumberColumn("rerank", format="%.3f", width=60,
+                                                    help="Combined rerank score (orders the list)"),
+            "cross-enc.": st.column_config.NumberColumn("cross-enc.", format="%.3f", width=75,
+                                                        help="Raw cross-encoder score"),
+            "prompt": st.column_config.TextColumn("prompt", width=60, help="[n]: the LLM saw it as passage n; ✓ cited"),
+            "section": st.column_config.TextColumn("section", width="medium"),
+            "lines": st.column_config.TextColumn("lines", width=70),
+            "passage": st.column_config.TextColumn("passage", width="large"),
+        }
+        st.dataframe(rows, hide_index=True, column_config=cfg, width="stretch", height=min(36 * (n + 1) + 4, 420))
+
+
+def render_feedback(turn: TurnView, fb: FeedbackUI) -> None:
+    saved = st.session_state.setdefault("_feedback_saved", {})
+    with st.container(horizontal=True, gap="small", vertical_alignment="center"):
+        st.feedback("thumbs", key=f"fb_rating_{turn.id}", on_change=_save_rating, args=(turn, fb))
+        with st.popover("Comment", icon=":material/comment:"):
+            with st.form(key=f"fb_form_{turn.id}", border=False):
+                st.text_area("What was good or wrong about this answer?", key=f"fb_comment_{turn.id}",
+                             max_chars=5000)
+                if st.form_submit_button("Send"):
+                    fb.store.set_comment(fb.entry(turn), st.session_state.get(f"fb_comment_{turn.id}", ""))
+                    saved[turn.id] = "comment"
+        if saved.get(turn.id):
+            st.caption("Thanks, feedback saved.")
+
+
+def _save_rating(turn: TurnView, fb: FeedbackUI) -> None:
+    value = st.session_state.get(f"fb_rating_{turn.id}")
+    rating = None if value is None else (1 if value == 1 else -1)
+    fb.store.set_rating(fb.entry(turn), rating)
+    st.session_state.setdefault("_feedback_saved", {})[turn.id] = "rating"
+
+
+# --------------------------------------------------------------------------- asking
+def stream_answer(pipe, turns: list[str], *, question: str, history: list, options: dict | None = None,
+                  waiting: str = "Searching the guides…") -> TurnView:
+    """Stream the answer into the current container and append its TurnView (or the error's) to ``history``.
+
+    A rerun that interrupts the stream (a click elsewhere) still leaves the question in ``history``.
+    """
+    from answer.answerer import Token
+
+    turn_id = new_turn_id()
+    settings = pipe.settings
+    ph = st.empty()
+    ph.markdown(f"*{waiting}*")
+    streamed: list[str] = []
+    result = None
+    gen = None
+    try:
+        gen = pipe.ask_stream(turns)
+        for ev in gen:
+            if isinstance(ev, Token):
+                streamed.append(ev.text)
+                ph.markdown(answer_markdown("".join(streamed)) + " ▌")
+            else:
+                result = ev
+        if result is None:
+            raise RuntimeError("The pipeline finished without an answer.")
+    except Exception as e:  # noqa: BLE001 - every failure becomes a message in the chat
+        ph.empty()
+        turn = error_turn(question, e, settings, options=options, turns=turns, partial="".join(streamed),
+                          turn_id=turn_id)
+        history.append(turn)
+        return turn
+    except BaseException:        # Streamlit stops or reruns the script: keep the question, then let it go
+        history.append(error_turn(question, InterruptedError(INTERRUPTED), settings, options=options, turns=turns,
+                                  partial="".join(streamed), turn_id=turn_id))
+        raise
+    finally:
+        if gen is not None:
+            gen.close()
+    ph.empty()
+    turn = turn_from_result(result, question=question, settings=settings, options=options, turn_id=turn_id)
+    history.append(turn)
+    return turn

