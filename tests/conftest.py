@@ -51,7 +51,7 @@ def real_index(tmp_path_factory, real_embedder):
     from ingest.pipeline import run_ingest
 
     data = tmp_path_factory.mktemp("real-index")
-    settings = Settings(guides_dir=REAL_GUIDES, data_dir=data)
+    settings = Settings(guides_dir=REAL_GUIDES, data_dir=data, reranker="off")   # hybrid retrieval alone
     summary = run_ingest(settings, embedder=real_embedder, progress=False)
     return settings, summary
 

@@ -53,10 +53,18 @@ def test_invalid_marker_is_removed_and_sentence_reattributed(passages):
 
 def test_model_marker_kept_but_unverified_when_passage_does_not_support(passages):
     out = attribute("Byte pair encoding merges the most frequent pair of symbols [4].", passages)
+    by_n = {c.n: c for c in out.citations}
+    assert by_n[4].chunk_id == "rope" and by_n[4].supports[0].source == "model"
+    assert by_n[4].verified is False and by_n[4].supports[0].score < 0.5
+    # the passage that does support it is attached as well, and verified
+    assert by_n[3].chunk_id == "bpe" and by_n[3].verified and by_n[3].supports[0].source == "attributed"
+    assert out.text.endswith("symbols [4][3].")
+
+
+def test_unsupported_model_marker_alone_stays_unverified(passages):
+    out = attribute("The 48GB GPU was invented by a hardware startup in Finland [2].", passages)
     (c,) = out.citations
-    assert c.n == 4 and c.chunk_id == "rope"
-    assert c.supports[0].source == "model"
-    assert c.verified is False and c.supports[0].score < 0.5
+    assert (c.n, c.verified, c.supports[0].source) == (2, False, "model")
 
 
 def test_valid_model_marker_that_supports_is_verified(passages):

