@@ -143,6 +143,7 @@ def start_server(model_path: Path, *, n_ctx: int, threads: int):
     p.model.path = str(model_path)
     p.n_ctx = n_ctx
     p.n_parallel = 1            # one slot: it gets the whole context window
+    p.n_threads_http = 8        # default max(n_parallel + 2, cores - 1) = 3: a few open connections starve it
     p.cpuparams.n_threads = threads
     p.cpuparams_batch.n_threads = threads
     p.hostnames = ["127.0.0.1"]

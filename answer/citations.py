@@ -32,7 +32,7 @@ _GENERIC = frozenset("""
     use used uses using also can may might must need needs make makes made like one two get gets
     well way ways often usually typically generally however therefore thus e g eg ie etc example
     examples allow allows help helps important key main based different various several many much
-    way passage passages guide guides question answer answers
+    way passage passages guide guides question answer answers according
 """.split())
 _WORD = re.compile(r"[a-z0-9]+")
 MARKER = re.compile(r"\[\s*(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\s*\]")

@@ -86,11 +86,14 @@ class OpenAICompatLLM:
                 model=self.model, messages=list(messages), stream=True, max_tokens=max_tokens,
                 temperature=temperature, stop=list(stop) if stop else None,
             )
-            for chunk in resp:
-                if chunk.choices:
-                    piece = chunk.choices[0].delta.content
-                    if piece:
-                        yield piece
+            # Close the response even when the caller stops reading early: a leaked streaming
+            # connection pins one of the server's few HTTP threads, and enough of them hang it.
+            with resp:
+                for chunk in resp:
+                    if chunk.choices:
+                        piece = chunk.choices[0].delta.content
+                        if piece:
+                            yield piece
         except openai.APIConnectionError as e:
             raise LLMError(f"Cannot reach the LLM endpoint {self.base_url or 'api.openai.com'} "
                            f"(setting {self._hint}): {e}. Start the server or fix the URL.") from e
