@@ -104,10 +104,15 @@ class Answerer:
     # ------------------------------------------------------------------ budget
     @property
     def prompt_budget(self) -> int:
-        room = self.llm.context_window - self.settings.llm_max_answer_tokens
+        """Hard limit on prompt tokens: the context window minus the longest answer."""
+        return self.llm.context_window - self.settings.llm_max_answer_tokens
+
+    @property
+    def latency_budget(self) -> int | None:
+        """Soft limit on prompt tokens: settings.answer_prompt_tokens, else the backend's default."""
         if self.settings.answer_prompt_tokens is not None:
-            room = min(room, self.settings.answer_prompt_tokens)
-        return room
+            return self.settings.answer_prompt_tokens
+        return getattr(self.llm, "default_prompt_budget", None)
 
     # ------------------------------------------------------------------ answering
     def stream(self, question: str, hits: Sequence[Hit], *, history: Sequence[str] = (),
@@ -156,7 +161,8 @@ class Answerer:
         prefill = ANSWER_PREFILL if getattr(self.llm, "supports_prefill", False) else ""
         try:
             prompt = build_prompt(asked, hits, llm=self.llm, max_passages=s.answer_passages,
-                                  budget_tokens=self.prompt_budget, order=s.answer_passage_order,
+                                  budget_tokens=self.prompt_budget, soft_budget_tokens=self.latency_budget,
+                                  order=s.answer_passage_order,
                                   history=history if result.rewritten_query is None else (), prefill=prefill)
         except PromptTooLong as e:
             res = refuse(str(e))
@@ -165,8 +171,9 @@ class Answerer:
             return
         result.passages, result.dropped_passages, result.prompt_tokens = prompt.passages, prompt.dropped, prompt.prompt_tokens
         if prompt.dropped:
+            budget = min(b for b in (prompt.budget_tokens, prompt.soft_budget_tokens) if b is not None)
             result.warnings.append(f"{len(prompt.dropped)} passage(s) left out to fit the prompt budget of "
-                                   f"{prompt.budget_tokens} tokens: " + ", ".join(d.hit.chunk_id for d in prompt.dropped))
+                                   f"{budget} tokens: " + ", ".join(d.hit.chunk_id for d in prompt.dropped))
         if not prompt.passages:
             res = refuse("no passage fits the prompt budget")
             yield Token(res.answer)

@@ -65,6 +65,7 @@ class OpenAICompatLLM:
     """Any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp's server), streamed."""
 
     supports_prefill = False     # a trailing assistant message is not continued by every endpoint
+    default_prompt_budget: int | None = None   # remote endpoints: only the context window limits the prompt
 
     def __init__(self, *, base_url: str | None, model: str, api_key: str | None, context_window: int,
                  name: str = "openai", setting_hint: str = "GUIDES_LLM_BASE_URL", timeout: float = 120.0):
@@ -119,6 +120,7 @@ class LlamaServerLLM(OpenAICompatLLM):
     """
 
     supports_prefill = True
+    default_prompt_budget = 450   # prompt tokens: first token near 3 s on 2 CPU cores (prefill ~100-200 tok/s)
 
     def __init__(self, model_path: Path | Callable[[], Path], *, name: str, context_window: int, threads: int):
         self.name = name
@@ -196,6 +198,7 @@ class FakeLLM:
     """
 
     name = "fake"
+    default_prompt_budget: int | None = None
 
     def __init__(self, script: dict[str, str] | None = None, *, rule: str = "echo", context_window: int = 4096,
                  supports_prefill: bool = False):

@@ -3,12 +3,12 @@
 Passages are placed where small models attend best ("lost in the middle", Liu et al. 2023):
 the best hit first, the second best last, the rest in between. The number [n] a passage gets is
 its position in the prompt, and ``Passage.hit`` keeps the mapping from [n] to the retrieval hit.
-The prompt always fits the token budget: whole lowest-ranked passages are dropped (and reported
-in ``Prompt.dropped``); passage text is never cut.
+The prompt always fits the context window, and the latency budget when it can: whole
+lowest-ranked passages are dropped (and reported in ``Prompt.dropped``); passage text is never cut.
 
 Example::
 
-    p = build_prompt("what is LoRA?", hits, llm=llm, max_passages=4, budget_tokens=900)
+    p = build_prompt("what is LoRA?", hits, llm=llm, max_passages=4, budget_tokens=3840, soft_budget_tokens=450)
     p.messages          # [{"role": "system", ...}, {"role": "user", ...}]
     p.passages[0].n     # 1 -> p.passages[0].hit.chunk_id
 """
@@ -77,8 +77,9 @@ class Prompt:
     messages: list[dict]            # ends with the assistant prefill when one was asked for
     passages: list[Passage]
     prompt_tokens: int
-    budget_tokens: int
+    budget_tokens: int                                  # hard: the context window minus the answer
     dropped: list[Dropped] = field(default_factory=list)
+    soft_budget_tokens: int | None = None               # latency budget (never drops the best passage)
 
     def passage(self, n: int) -> Passage | None:
         return next((p for p in self.passages if p.n == n), None)
@@ -156,11 +157,15 @@ def arrange(hits: Sequence[Hit], order: Order = "edges") -> list[Passage]:
 
 
 def build_prompt(question: str, hits: Sequence[Hit], *, llm: LLM, max_passages: int, budget_tokens: int,
-                 history: Sequence[str] = (), order: Order = "edges", prefill: str = "") -> Prompt:
-    """Messages for ``question`` over the best ``max_passages`` hits, within ``budget_tokens``.
+                 soft_budget_tokens: int | None = None, history: Sequence[str] = (), order: Order = "edges",
+                 prefill: str = "") -> Prompt:
+    """Messages for ``question`` over the best ``max_passages`` hits, within the token budgets.
 
-    Hits must come best first. While the prompt is over budget the lowest-ranked passage is
-    dropped whole and reported; if even no passage fits, PromptTooLong is raised.
+    Hits must come best first. ``budget_tokens`` is hard (the context window): while the prompt is
+    over it the lowest-ranked passage is dropped whole, and PromptTooLong is raised if even no
+    passage fits. ``soft_budget_tokens`` (latency) drops passages the same way but never the last
+    one. Every drop is reported. ``prefill`` starts the assistant's reply (for backends that
+    continue it) and counts towards the budgets.
     """
     if max_passages < 0:
         raise ValueError(f"max_passages must be >= 0. Currently, max_passages is {max_passages}")
@@ -170,15 +175,19 @@ def build_prompt(question: str, hits: Sequence[Hit], *, llm: LLM, max_passages: 
         passages = arrange(chosen, order)
         messages = build_messages(question, passages, history, prefill)
         n_tokens = count_messages_tokens(llm, messages)
-        if n_tokens <= budget_tokens:
+        over_hard = n_tokens > budget_tokens
+        over_soft = soft_budget_tokens is not None and n_tokens > soft_budget_tokens and len(chosen) > 1
+        if not over_hard and not over_soft:
             return Prompt(messages=messages, passages=passages, prompt_tokens=n_tokens,
-                          budget_tokens=budget_tokens, dropped=dropped[::-1])
+                          budget_tokens=budget_tokens, dropped=dropped[::-1], soft_budget_tokens=soft_budget_tokens)
         if not chosen:
             raise PromptTooLong(f"The question alone needs {n_tokens} prompt tokens; the budget is {budget_tokens}. "
                                 f"Shorten the question or raise GUIDES_LLM_CONTEXT_WINDOW.")
         last = chosen.pop()
-        dropped.append(Dropped(hit=last, reason=f"prompt would take {n_tokens} tokens, over the budget of "
-                                                f"{budget_tokens}; dropped the lowest-ranked passage whole"))
+        why = (f"the context budget of {budget_tokens}" if over_hard
+               else f"the latency budget of {soft_budget_tokens} (GUIDES_ANSWER_PROMPT_TOKENS)")
+        dropped.append(Dropped(hit=last, reason=f"prompt would take {n_tokens} tokens, over {why}; "
+                                                f"dropped the lowest-ranked passage whole"))
 
 
 # --------------------------------------------------------------------------- prompt injection

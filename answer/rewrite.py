@@ -108,11 +108,21 @@ def llm_messages(question: str, history: Sequence[str]) -> list[dict]:
     ]
 
 
-def clean_llm_rewrite(reply: str, question: str) -> str | None:
-    """The rewritten question, or None if the reply is not a usable single question."""
+def clean_llm_rewrite(reply: str, question: str, history: Sequence[str] = ()) -> str | None:
+    """The rewritten question, or None if the reply is not a usable rewrite of ``question``.
+
+    Unusable: empty or rambling, the follow-up unchanged, a copy of an earlier turn (the 0.5B
+    model often returns one of those), or missing most of the follow-up's own content words.
+    """
     line = next((l.strip() for l in reply.strip().splitlines() if l.strip()), "")
     line = re.sub(r"^(standalone question|rewritten question|question)\s*:\s*", "", line, flags=re.I).strip().strip('"“”')
     if not line or len(line) > 2 * len(question) + 120 or len(line) < 8:
+        return None
+    norm = lambda t: " ".join(content_stems(t))
+    if norm(line) == norm(question) or any(norm(line) == norm(h) for h in history):
+        return None             # unchanged, or a copy of an earlier turn: nothing was resolved
+    own = set(content_stems(question))
+    if own and len(own & set(content_stems(line))) < 0.5 * len(own):
         return None
     return line
 
@@ -152,7 +162,7 @@ class Rewriter:
             return Rewrite(question, "none", (time.perf_counter() - t0) * 1000)
         reply = complete(self.llm, llm_messages(question, history), max_tokens=self.max_tokens, temperature=0.0,
                          stop=["\n"])
-        q = clean_llm_rewrite(reply, question)
+        q = clean_llm_rewrite(reply, question, history)
         if q is None:
             q = heuristic_rewrite(question, history)
             return Rewrite(q, "heuristic (llm reply unusable)", (time.perf_counter() - t0) * 1000)

@@ -82,12 +82,18 @@ class Settings(BaseSettings):
 
     # --- reranking (owned by retrieval/rerank.py) ---------------------------
     reranker: str = Field(
-        "trained",
-        description="'trained' (the in-domain cross-encoder `guides train-reranker` builds from the bundled MiniLM), "
-        "'off', a local CrossEncoder folder, a hub id (e.g. cross-encoder/ms-marco-MiniLM-L-6-v2), or 'fake:overlap' (tests).",
+        "maxsim",
+        description="'maxsim' (zero-shot late interaction over the bundled MiniLM's token embeddings: the best measured, "
+        "see retrieval/RERANK_MEASUREMENTS.md), 'trained' (the in-domain cross-encoder `guides train-reranker` builds "
+        "from the bundled MiniLM), 'off', a local CrossEncoder folder, a hub id (e.g. "
+        "cross-encoder/ms-marco-MiniLM-L-6-v2), or 'fake:overlap' (tests).",
     )
     rerank_candidates: int = Field(20, ge=1, le=200, description="Top fused candidates handed to the reranker.")
-    rerank_weight: float = Field(0.5, ge=0, le=1, description="Weight of the cross-encoder score against the fusion rank (0 = fusion only, 1 = reranker only).")
+    rerank_weight: float = Field(
+        0.8, ge=0, le=1,
+        description="Weight of the min-max-normalised reranker score against 1/fused rank (0 = fusion only, "
+        "1 = reranker only).",
+    )
     reranker_seed: int = Field(13, description="Seed for reranker training (same seed, same model).")
     reranker_max_length: int = Field(
         256, ge=32, le=512,
@@ -95,23 +101,23 @@ class Settings(BaseSettings):
         "(the passage is truncated past it).",
     )
     reranker_train_steps: int = Field(
-        120, ge=1, le=100_000,
+        70, ge=1, le=100_000,
         description="Optimizer steps of `guides train-reranker`; each step reads 4 queries x 8 passages.",
     )
     reranker_llm_chunks: int = Field(
-        64, ge=0, le=100_000,
+        32, ge=0, le=100_000,
         description="Chunks for which the bundled LLM writes synthetic questions for reranker training "
         "(0 = none). Written once per chunk and cached under <data_dir>/models.",
     )
     reranker_llm_paraphrases: int = Field(
-        96, ge=0, le=100_000,
+        64, ge=0, le=100_000,
         description="Guide questions the bundled LLM rewords for reranker training (0 = none); cached like "
         "reranker_llm_chunks.",
     )
     reranker_train_threads: int = Field(
-        2, ge=1, le=256,
-        description="CPU threads for reranker training. On a machine where another process keeps the cores busy, "
-        "1 is 2-3x faster than 2 (measured).",
+        1, ge=1, le=256,
+        description="CPU threads for reranker training (the LLM writing questions, then fine-tuning). While another "
+        "process keeps a core busy (LLM tests), 1 thread was 2-3x faster than 2 (measured); on an idle machine 2 is faster.",
     )
 
     # --- answering (owned by answer/) ---------------------------------------
@@ -132,8 +138,10 @@ class Settings(BaseSettings):
     rewrite: Literal["heuristic", "llm", "off"] = Field("heuristic", description="How a follow-up becomes a standalone question.")
     answer_prompt_tokens: int | None = Field(
         None, ge=128, le=1_000_000,
-        description="Latency budget for the prompt, in LLM tokens (unset: llm_context_window - llm_max_answer_tokens). "
-        "Lowest-ranked passages are dropped whole to fit, and reported.",
+        description="Latency budget for the prompt, in LLM tokens. Unset: the backend's default (450 for local llama.cpp "
+        "models, which keeps the bundled model's first token near 3 s on 2 CPU cores; none for remote endpoints). "
+        "Lower-ranked passages are dropped whole to fit (never the best one) and reported; "
+        "llm_context_window - llm_max_answer_tokens is always a hard limit.",
     )
     answer_passage_order: Literal["edges", "rank"] = Field(
         "edges", description="'edges': best passage first, second best last (small models skip the middle); 'rank': best first.")

@@ -102,18 +102,17 @@ def recipe(settings: Settings, *, tiny: bool = False) -> dict:
         "random_negatives": 1,
         "near_copy_cos": 0.9,            # a 'negative' this close to the positive is not used
         "topic_idf": 2.0,                # query terms this rare name its topic (see build_groups)
-        "denoise": 0.95,                 # drop negatives the zero-shot MaxSim scores >= this x the positive (0 = off)
-        "head": "linear+maxsim",
+        "head": "linear+cos",
         "lr_head": 1e-3,
-        "lr_encoder": 3e-5,
+        "lr_encoder": 5e-5,
         "warmup": 0.1,
         "weight_decay": 0.01,
-        "mix": {"guide_qa": 0.2, "llm_para": 0.2, "llm": 0.25, "heading": 0.1, "term": 0.1, "sentence": 0.15},
-        "heldout_groups": 32,
+        "mix": {"guide_qa": 0.15, "llm_para": 0.3, "llm": 0.3, "heading": 0.05, "term": 0.05, "sentence": 0.15},
+        "heldout_groups": 16,
         "tiny": tiny,
     }
     if tiny:
-        r.update(steps=3, group_size=3, groups_per_step=2, max_length=64, llm_chunks=0, llm_paraphrases=0, heldout_groups=2, denoise=0.0,
+        r.update(steps=3, group_size=3, groups_per_step=2, max_length=64, llm_chunks=0, llm_paraphrases=0, heldout_groups=2,
                  hard_pool=5)
     return r
 
@@ -327,7 +326,7 @@ def run_llm(settings: Settings, jobs: list[list[dict]], *, progress: bool, desc:
         t0 = time.perf_counter()
         try:
             path = assemble_bundled_model(Path(settings.data_dir))
-            server = start_server(path, n_ctx=2048, threads=settings.llm_threads)
+            server = start_server(path, n_ctx=2048, threads=settings.reranker_train_threads)
         except BundledModelError as e:
             raise TrainingError(f"{e} (or set GUIDES_RERANKER_LLM_CHUNKS=0 and GUIDES_RERANKER_LLM_PARAPHRASES=0 "
                                 f"to train without LLM questions)") from e
@@ -480,7 +479,7 @@ def _torch():
 HEADS = ("linear", "linear+cos", "linear+maxsim")
 
 
-def build_model(encoder_path: str, *, sep_token_id: int, head: str = "linear+maxsim", scale: float = 10.0):
+def build_model(encoder_path: str, *, sep_token_id: int, head: str = "linear+cos", scale: float = 10.0):
     """The cross-encoder: MiniLM over ``[CLS] query [SEP] passage [SEP]``, then a score head.
 
     ``linear``: a linear layer on the mean of all tokens. ``linear+cos`` adds ``alpha * cosine``
@@ -603,12 +602,11 @@ def _mix_sample(pools: dict[str, list[Example]], mix: dict[str, float], n: int, 
 
 
 def build_groups(examples: list[Example], chunks: list[Chunk], vectors: np.ndarray, search: CorpusSearch,
-                 r: dict, rng: random.Random, teacher=None) -> list[Group]:
+                 r: dict, rng: random.Random) -> list[Group]:
     """Each example's positive with ``group_size - 1`` negatives: hard ones from the hybrid candidates,
     then random ones. Left out as negatives: the positive's own section, near copies of it, and
-    (with a ``teacher`` reranker) candidates the teacher scores at >= ``denoise`` x the positive's
-    score, else candidates whose heading names the query's topic: the guides overlap, so those are
-    most likely relevant too."""
+    candidates whose heading names the query's topic: the guides overlap, so those are most likely
+    relevant too (except for a cut-out sentence, which is specific to its own chunk)."""
     section_of = [(c.guide, tuple(c.section_path)) for c in chunks]
     by_section: dict[tuple, list[int]] = defaultdict(list)
     for i, s in enumerate(section_of):
@@ -623,10 +621,7 @@ def build_groups(examples: list[Example], chunks: list[Chunk], vectors: np.ndarr
         pos = e.passage or passage[e.pos]
         pv = vectors[e.pos]
         cands = [i for i in cands if i not in excluded and float(vectors[i] @ pv) < r["near_copy_cos"]]
-        if teacher is not None:
-            s = teacher.score(e.query, [pos] + [passage[i] for i in cands])
-            cands = [i for i, si in zip(cands, s[1:]) if si < r["denoise"] * s[0]]
-        elif e.source != "sentence":         # a cut-out sentence is specific to its own chunk
+        if e.source != "sentence":
             topic = search.topic_terms(e.query, r["topic_idf"])
             cands = [i for i in cands if not topic & heading_terms[i]]
         hard = cands[: r["hard_pool"]]
@@ -718,12 +713,7 @@ def train_reranker(settings: Settings, *, progress: bool = True, tiny: bool = Fa
     embedder = load_embedder(settings.embed_model)
     search = CorpusSearch(chunks, vectors, version.meta["bm25"], embedder, fusion=settings.fusion,
                           rrf_k=settings.rrf_k)
-    teacher = None
-    if r["denoise"]:
-        from .rerank import LateInteractionReranker
-
-        teacher = LateInteractionReranker(max_length=r["max_length"])
-    groups = build_groups(chosen, chunks, vectors, search, r, rng, teacher=teacher)
+    groups = build_groups(chosen, chunks, vectors, search, r, rng)
     heldout, groups = groups[: r["heldout_groups"]], groups[r["heldout_groups"]:]
     if not groups:
         raise TrainingError("No training queries could be built from the chunks; check the guides.")
@@ -808,7 +798,7 @@ def _fit(groups: list[Group], r: dict, progress: bool):
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
     model.eval()
     return model, tok, losses

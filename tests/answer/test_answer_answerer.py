@@ -21,11 +21,15 @@ def test_defaults_come_from_settings(settings, fake_llm, embedder):
     assert a.rewriter.method == settings.rewrite == "heuristic"
     assert a.gate.min_cosine == settings.refuse_min_cosine
     assert a.prompt_budget == fake_llm.context_window - settings.llm_max_answer_tokens
+    assert settings.answer_prompt_tokens is None and a.latency_budget is None      # the fake has no default
 
 
-def test_prompt_budget_setting_caps_the_context_room(tmp_path, fake_llm):
-    s = Settings(llm="fake", data_dir=tmp_path, answer_prompt_tokens=300)
-    assert Answerer(s, llm=fake_llm).prompt_budget == 300
+def test_latency_budget_from_backend_default_or_setting(tmp_path):
+    llm = FakeLLM()
+    llm.default_prompt_budget = 333
+    assert Answerer(Settings(llm="fake", data_dir=tmp_path), llm=llm).latency_budget == 333
+    a = Answerer(Settings(llm="fake", data_dir=tmp_path, answer_prompt_tokens=300), llm=llm)
+    assert a.latency_budget == 300 and a.prompt_budget == llm.context_window - 256
 
 
 def test_embedding_citation_mode_requires_embedder(tmp_path, fake_llm):
@@ -103,8 +107,17 @@ def test_overflowing_prompt_drops_passages_and_says_so(tmp_path, embedder, hits)
     dropped = [d.hit.chunk_id for d in res.dropped_passages]
     assert kept.isdisjoint(dropped) and len(kept) + len(dropped) == 4
     assert max(p.hit.rank for p in res.passages) < min(d.hit.rank for d in res.dropped_passages)
-    assert any("left out" in w for w in res.warnings)
-    assert res.to_json()["dropped_passages"][0]["reason"]
+    assert any("left out" in w and "170" in w for w in res.warnings)
+    assert "latency budget" in res.to_json()["dropped_passages"][0]["reason"]
+
+
+def test_latency_budget_never_drops_the_best_passage(tmp_path, embedder, hits):
+    llm = FakeLLM()
+    llm.default_prompt_budget = 10                                             # smaller than any prompt
+    res = Answerer(Settings(llm="fake", data_dir=tmp_path), llm=llm, embedder=embedder).answer(
+        "How does LoRA merge into the weights?", hits)
+    assert [p.chunk_id for p in res.passages] == ["lora"] and len(res.dropped_passages) == 3
+    assert res.prompt_tokens > 10 and not res.refused
 
 
 def test_injected_question_is_flagged_and_only_the_real_question_is_asked(settings, embedder, hits):

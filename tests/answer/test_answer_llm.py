@@ -26,6 +26,15 @@ def test_fake_backend_by_name(tmp_path):
     assert isinstance(llm, FakeLLM) and llm.context_window == 2048
 
 
+def test_backend_capabilities_without_starting_anything(tmp_path):
+    bundled_llm = load_llm(Settings(llm="bundled", data_dir=tmp_path, llm_context_window=2048))
+    assert bundled_llm.supports_prefill and bundled_llm.default_prompt_budget == 450
+    assert bundled_llm.context_window == 2048 and bundled_llm._server is None     # lazy: nothing assembled or started
+    assert not (tmp_path / "models").exists()
+    remote = load_llm(Settings(llm="openai", data_dir=tmp_path, llm_model="m", llm_base_url="http://127.0.0.1:9/v1"))
+    assert not remote.supports_prefill and remote.default_prompt_budget is None
+
+
 def test_gguf_missing_file_names_the_setting(tmp_path):
     with pytest.raises(LLMError, match="does not exist.*GUIDES_LLM"):
         load_llm(Settings(llm=f"gguf:{tmp_path / 'nope.gguf'}", data_dir=tmp_path))

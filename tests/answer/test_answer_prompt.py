@@ -107,3 +107,17 @@ def test_prefill_ends_the_messages_and_counts_towards_the_budget(hits):
     pre = build_prompt("q", hits, llm=llm, max_passages=4, budget_tokens=10_000, prefill="According to the guides,")
     assert pre.messages[-1] == {"role": "assistant", "content": "According to the guides,"}
     assert pre.prompt_tokens == plain.prompt_tokens + 4 + 6
+
+
+def test_soft_budget_drops_to_one_passage_but_hard_budget_to_none(hits):
+    llm = FakeLLM()
+    one = build_prompt("What is LoRA?", hits[:1], llm=llm, max_passages=4, budget_tokens=10_000)
+    p = build_prompt("What is LoRA?", hits, llm=llm, max_passages=4, budget_tokens=10_000, soft_budget_tokens=10)
+    assert [x.chunk_id for x in p.passages] == ["lora"] and p.prompt_tokens == one.prompt_tokens > 10
+    assert [d.hit.chunk_id for d in p.dropped] == ["qlora", "bpe", "rope"]
+    assert all("latency budget of 10" in d.reason for d in p.dropped)
+    hard = build_prompt("What is LoRA?", hits, llm=llm, max_passages=4, budget_tokens=one.prompt_tokens)
+    assert [x.chunk_id for x in hard.passages] == ["lora"] and "context budget" in hard.dropped[0].reason
+    none = build_prompt("What is LoRA?", hits, llm=llm, max_passages=4, budget_tokens=one.prompt_tokens - 1,
+                        soft_budget_tokens=10)                 # the hard limit may drop the last one too
+    assert none.passages == [] and len(none.dropped) == 4

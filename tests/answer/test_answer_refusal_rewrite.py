@@ -142,6 +142,18 @@ def test_clean_llm_rewrite():
     assert clean_llm_rewrite("x" * 500, "Why is it cheap?") is None
 
 
+def test_llm_rewrite_that_repeats_an_earlier_turn_or_drops_the_question_is_rejected():
+    q, hist = "How is it combined with temperature?", ["How does top-p sampling choose the next token?"]
+    assert clean_llm_rewrite("How does top-p sampling choose the next token?", q, hist) is None
+    assert clean_llm_rewrite("What is top-p sampling used for in chatbots?", q, hist) is None
+    assert clean_llm_rewrite("How is it combined with temperature?", q, hist) is None      # nothing resolved
+    assert clean_llm_rewrite("How is top-p sampling combined with temperature?", q, hist) == \
+        "How is top-p sampling combined with temperature?"
+    llm = FakeLLM({"Last question": hist[0]})
+    r = Rewriter("llm", llm=llm).rewrite(q, hist)
+    assert "unusable" in r.method and r.query == f"{q} (top-p sampling)"
+
+
 def test_heuristic_rewrite_adds_only_the_first_topic_words():
     hist = ["How does caching keys and values speed up token-by-token generation?"]
     q = "Why does it become a memory problem?"
