@@ -76,7 +76,7 @@ def ragas_scores(records: list[dict], judge, embedder, *, progress: bool) -> dic
     cprec = ContextPrecisionWithoutReference(llm=judge)
     todo = [r for r in records if "answer" in r and not r["refused"] and r["used_passages"]]
     scores = {"faithfulness": [], "answer_relevancy": [], "llm_context_precision": []}
-    failures = 0
+    errors: dict[str, list[str]] = {k: [] for k in scores}
 
     async def one(r):
         q, a, ctx = r["question"], r["answer"], r["used_passages"]
@@ -86,8 +86,9 @@ def ragas_scores(records: list[dict], judge, embedder, *, progress: bool) -> dic
                            ("llm_context_precision", cprec.ascore(user_input=q, response=a, retrieved_contexts=ctx))):
             try:
                 out[name] = float((await coro).value)
-            except Exception:  # noqa: BLE001 - a judge failure is a NaN for that sample, counted below
+            except Exception as e:  # noqa: BLE001 - a judge failure is a NaN for that sample, reported below
                 out[name] = float("nan")
+                errors[name].append(f"{r['id']}: {type(e).__name__}: {str(e)[:300]}")
         return out
 
     for r in tqdm(todo, desc="Judging answers", unit="answer", disable=not progress, file=sys.stderr):
@@ -95,10 +96,16 @@ def ragas_scores(records: list[dict], judge, embedder, *, progress: bool) -> dic
         r["ragas"] = got
         for k, v in got.items():
             scores[k].append(v)
-            failures += math.isnan(v)
     res = {k: _mean(v) for k, v in scores.items()}
     res["judged_answers"] = len(todo)
-    res["judge_failures"] = failures
+    # A mean over the answers the judge could score: how many failed, per metric, and why, so a
+    # figure resting on few answers is visible rather than silently averaged.
+    res["judge_failures"] = sum(len(v) for v in errors.values())
+    res["judge_failures_by_metric"] = {k: len(v) for k, v in errors.items()}
+    res["judge_errors"] = [e for v in errors.values() for e in v][:10]
+    if res["judge_failures"]:
+        print(f"warning: the judge failed {res['judge_failures']} of {3 * len(todo)} judgements "
+              f"({res['judge_failures_by_metric']}); first: {res['judge_errors'][0]}", file=sys.stderr)
     return res
 
 

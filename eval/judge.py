@@ -13,6 +13,8 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+
 import os
 import typing as t
 
@@ -27,13 +29,12 @@ class JudgeError(RuntimeError):
 
 class SchemaJudge(InstructorBaseRagasLLM):
     def __init__(self, *, base_url: str | None, model: str, api_key: str | None, name: str, max_tokens: int = 768):
-        from openai import AsyncOpenAI, OpenAI
+        from openai import OpenAI
 
         self.name = name
         self.model = model
         self.max_tokens = max_tokens
         self._sync = OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=300, max_retries=0)
-        self._async = AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=300, max_retries=0)
         self.calls = 0
         self.invalid = 0
 
@@ -62,8 +63,10 @@ class SchemaJudge(InstructorBaseRagasLLM):
         return self._parse(r.choices[0].message.content or "", response_model)
 
     async def agenerate(self, prompt, response_model):
-        r = await self._async.chat.completions.create(**self._request(prompt, response_model))
-        return self._parse(r.choices[0].message.content or "", response_model)
+        # The sync client in a worker thread, not AsyncOpenAI: ragas is driven by one asyncio.run per answer,
+        # and an async client's pooled connections belong to the loop that opened them, so every later
+        # loop failed with "Connection error" (63 of 192 judgements in the first full run).
+        return await asyncio.to_thread(self.generate, prompt, response_model)
 
 
 class FakeJudge(InstructorBaseRagasLLM):
@@ -131,7 +134,7 @@ def load_judge(settings, pipeline=None):
             llm = load_llm(settings.model_copy(update={"llm": "bundled"}) if isinstance(settings, Settings) else settings)
         else:
             llm = pipeline.llm
-        base = llm.address().rstrip("/") + "/v1"
+        base = llm.address.rstrip("/") + "/v1"
         return SchemaJudge(base_url=base, model=llm.name, api_key=None, name=f"{llm.name} (local, JSON-schema constrained)")
     if name == "openai":
         if not settings.judge_base_url and not os.environ.get(settings.judge_api_key_env):

@@ -32,6 +32,10 @@ def render_markdown(m: dict) -> str:
            f"- index: {m['index']['n_chunks']} chunks from {m['index']['n_guides']} guides, "
            f"cold ingest {_fmt(m['index'].get('ingest_seconds'))} s (as recorded by the last full build)",
            f"- settings: {m['run']['settings_summary']}"]
+    w = m["run"].get("reranker_warmup") or {}
+    if w.get("passages"):
+        out.append(f"- reranker warm-up before the questions (as the app does at start-up): {w['passages']} passages "
+                   f"in {_fmt(w.get('seconds'))} s, not counted in the latencies below")
     if m.get("answers"):
         out.append(f"- judge: **{m['answers'].get('judge', 'none')}** (ragas scores are comparable only under the same judge)")
     out.append("\n## Retrieval (answerable + follow-up questions)\n")
@@ -44,8 +48,14 @@ def render_markdown(m: dict) -> str:
     if m.get("answers"):
         a = m["answers"]
         out.append("\n## Answers\n")
-        rows = [{"_name": k, "value": v} for k, v in a.items() if k not in ("judge", "by_kind")]
+        rows = [{"_name": k, "value": v} for k, v in a.items()
+                if k not in ("judge", "by_kind", "judge_failures_by_metric", "judge_errors")]
         out.append(md_table(rows, ["value"], "metric"))
+        if a.get("judge_failures"):
+            out.append(f"\n**The judge failed {a['judge_failures']} judgements** "
+                       f"({', '.join(f'{k}: {v}' for k, v in a['judge_failures_by_metric'].items())}); "
+                       "each ragas mean covers only the answers it could score. First errors:\n")
+            out.extend(f"- `{e}`" for e in a.get("judge_errors", []))
     out.append("\n## Latency (ms)\n")
     rows = [{"_name": k, **v} for k, v in m["latency_ms"].items()]
     out.append(md_table(rows, ["n", "p50", "p95", "max"], "stage"))

@@ -90,6 +90,12 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress) 
     ablations = ["bm25", "dense", "hybrid"] + (["hybrid+rerank"] if pipe.has_reranker else [])
     default = "hybrid+rerank" if pipe.has_reranker else "hybrid"
 
+    # As the app does at start-up: cache the reranker's passage encodings, so per-question latency is the
+    # steady state a user sees (the one-off cost is reported on its own).
+    t0 = time.perf_counter()
+    warmed = pipe.warm_reranker() if pipe.has_reranker else 0
+    warm_s = time.perf_counter() - t0
+
     runs: dict[str, dict[str, list[str]]] = {a: {} for a in ablations}
     per_q: dict[str, dict] = {}
     lat: dict[str, list[float]] = {}
@@ -145,6 +151,7 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress) 
         "run": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": _machine(),
                 "golden": str(golden), "n_questions": len(items), "kinds": kinds, "default_pipeline": default,
                 "retrieve_only": retrieve_only,
+                "reranker_warmup": {"passages": warmed, "seconds": round(warm_s, 2)},
                 "settings_summary": f"embed={settings.embed_model}, fusion={settings.fusion}, "
                                     f"prefetch={settings.prefetch_limit}, reranker={settings.reranker}, "
                                     f"candidates={settings.rerank_candidates}, llm={settings.llm}"},

@@ -122,6 +122,15 @@ class Pipeline:
 
         return load_reranker(self.settings)
 
+    def warm_reranker(self) -> int:
+        """Cache what the reranker can pre-compute for every indexed chunk (maxsim: passage token
+        embeddings, ~10 s on 2 cores for the five guides), so questions pay only for the query."""
+        from retrieval.rerank import warm_reranker
+
+        if self.reranker is None:
+            return 0
+        return warm_reranker(self.reranker, self.index.refresh().chunks())
+
     @cached_property
     def llm(self):
         from answer.llm import load_llm

@@ -36,11 +36,14 @@ import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence, runtime_checkable
 
 from guides_qa.config import Settings
 
 from .search import Hit
+
+if TYPE_CHECKING:
+    from ingest.chunker import Chunk
 
 SEP = " › "
 TRAINED_FORMAT = "guides-qa/meanpool-cross-encoder/1"
@@ -71,6 +74,15 @@ def format_passage(section_path: Sequence[str], text: str) -> str:
 def hit_passage(hit: Hit) -> str:
     p = hit.payload
     return format_passage(p.get("section_path") or [], p["text"])
+
+
+def warm_reranker(reranker: Reranker | None, chunks: Iterable[Chunk]) -> int:
+    """Pre-compute what ``reranker`` can cache for every chunk (a no-op for rerankers without a
+    ``warm`` method, e.g. cross-encoders, which must read query and passage together)."""
+    warm = getattr(reranker, "warm", None)
+    if warm is None:
+        return 0
+    return warm([format_passage(c.section_path, c.text) for c in chunks])
 
 
 # --------------------------------------------------------------------------- combining
@@ -212,6 +224,15 @@ class LateInteractionReranker:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return [found[p] for p in passages]
+
+    def warm(self, passages: Sequence[str], *, batch: int = 64) -> int:
+        """Encode ``passages`` into the cache ahead of questions (e.g. every indexed chunk at start-up),
+        so a question pays only for its own encoding. Returns how many passages are cached."""
+        passages = list(dict.fromkeys(passages))[: self.cache_size]
+        for b in range(0, len(passages), batch):
+            self._passage_tokens(passages[b:b + batch])
+        with self._lock:
+            return len(self._cache)
 
     def score(self, query: str, passages: list[str]) -> list[float]:
         if not passages:

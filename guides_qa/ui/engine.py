@@ -109,8 +109,8 @@ class Engine:
             return settings.embed_model in self._embedders
 
     def warm(self, settings: Settings) -> threading.Thread | None:
-        """Load the embedder, open the index, load the reranker and start a local LLM in the background,
-        once per settings, so the first question does not pay for it. Errors are left for that question."""
+        """Load the embedder, open the index, load the reranker, start a local LLM and cache the
+        reranker's passage encodings in the background, once per settings, so the first question does not pay for it. Errors are left for that question."""
         key = settings.model_dump_json()
         with self._lock:
             if key in self._warmed:
@@ -121,7 +121,8 @@ class Engine:
             steps = (lambda: self.embedder(settings).embed(["warm up"]),
                      lambda: self.index(settings).refresh(),
                      lambda: self.reranker(settings),
-                     lambda: getattr(getattr(self.llm(settings), "inner", None), "start", lambda: None)())
+                     lambda: getattr(getattr(self.llm(settings), "inner", None), "start", lambda: None)(),
+                     lambda: self.pipeline(settings).warm_reranker())
             for step in steps:
                 try:
                     step()

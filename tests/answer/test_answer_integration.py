@@ -114,3 +114,24 @@ def test_abandoned_streams_do_not_block_the_server(answer_bundled_llm):
         for _piece in answer_bundled_llm.stream(msgs, max_tokens=64, temperature=0.0):
             break
     assert complete(answer_bundled_llm, msgs, max_tokens=4).strip()
+
+
+def test_bundled_judge_answers_in_the_schema(answer_bundled_llm, answer_real_index):
+    """`guides eval`'s default judge: the bundled model behind its loopback server, output held to a JSON schema."""
+    from types import SimpleNamespace
+
+    from pydantic import BaseModel
+
+    from eval.judge import SchemaJudge, load_judge
+
+    class Verdict(BaseModel):
+        statement: str
+        verdict: int
+
+    settings = answer_real_index.model_copy(update={"judge": "bundled", "llm": "bundled"})
+    judge = load_judge(settings, SimpleNamespace(llm=answer_bundled_llm))
+    assert isinstance(judge, SchemaJudge) and "local, JSON-schema constrained" in judge.name
+    assert judge._sync.base_url.host == "127.0.0.1"
+    out = judge.generate("Is this statement supported by the context? Context: LoRA trains low-rank matrices. "
+                         "Statement: LoRA trains low-rank matrices. Give verdict 1 if supported, else 0.", Verdict)
+    assert isinstance(out, Verdict) and out.verdict in (0, 1) and judge.calls == 1 and judge.invalid == 0

@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,73 @@ def test_one_answered_question_with_fake_llm_and_fake_judge(tmp_path, guides_cop
     assert "answer" in q[0] and isinstance(q[0]["citations"], list)
     assert "first_token" in m["latency_ms"] or q[0]["refused"]
     assert "Answers" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_judge_failures_are_counted_per_metric_and_named(tmp_path):
+    """A judge that fails is reported (count per metric, the error, the question), never averaged away silently."""
+    from eval.answers import ragas_scores
+    from eval.judge import FakeJudge
+    from eval.report import render_markdown
+    from ingest.embed import HashEmbedder
+
+    class FailingNLI(FakeJudge):
+        def generate(self, prompt, response_model):
+            if response_model.__name__.startswith("NLI"):
+                raise RuntimeError("judge endpoint said 500")
+            return super().generate(prompt, response_model)
+
+    records = [{"id": "q1", "kind": "answerable", "question": "What does the KV cache store?",
+                "answer": "The KV cache stores the keys and values of past tokens.", "refused": False,
+                "used_passages": ["The KV cache stores keys and values of past tokens."]}]
+    res = ragas_scores(records, FailingNLI(), HashEmbedder(), progress=False)
+    assert res["judge_failures_by_metric"] == {"faithfulness": 1, "answer_relevancy": 0, "llm_context_precision": 0}
+    assert res["judge_failures"] == 1 and math.isnan(res["faithfulness"])
+    assert res["judge_errors"][0].startswith("q1: ") and "judge endpoint said 500" in res["judge_errors"][0]
+    assert res["llm_context_precision"] == res["llm_context_precision"]          # scored, not NaN
+    m = {"run": {"date": "d", "machine": "m", "golden": "g", "n_questions": 1, "kinds": {"answerable": 1},
+                 "settings_summary": "s"},
+         "index": {"n_chunks": 1, "n_guides": 1}, "retrieval": {}, "latency_ms": {},
+         "answers": {**res, "judge": "failing"}}
+    md = render_markdown(m)
+    assert "The judge failed 1 judgements" in md and "judge endpoint said 500" in md
+
+
+def test_schema_judge_survives_one_event_loop_per_answer():
+    """ragas is driven by one asyncio.run per answer; the judge's connections must not belong to a dead loop."""
+    import asyncio
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pydantic import BaseModel
+
+    from eval.judge import SchemaJudge
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"            # keep-alive, so a client would pool the connection
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                               "choices": [{"index": 0, "finish_reason": "stop",
+                                            "message": {"role": "assistant", "content": '{"verdict": 1}'}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    class Verdict(BaseModel):
+        verdict: int
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        judge = SchemaJudge(base_url=f"http://127.0.0.1:{server.server_port}/v1", model="m", api_key=None, name="stub")
+        for _ in range(3):
+            assert asyncio.run(judge.agenerate("Is it supported?", Verdict)).verdict == 1
+        assert judge.calls == 3 and judge.invalid == 0
+    finally:
+        server.shutdown()

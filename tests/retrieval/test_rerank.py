@@ -358,6 +358,20 @@ def test_maxsim_backend_prefers_the_matching_passage_and_caches(tmp_path):
     assert len(small._cache) == 1
     assert rr.score("q", []) == []
 
+    # warm-up: every chunk's passage encoded ahead of questions; scores unchanged, nothing re-encoded
+    from retrieval.rerank import warm_reranker
+
+    chunks = [Chunk(guide="g.md", guide_title="G", section_path=p.split("\n")[0].split(" › "), text=p.split("\n")[1],
+                    start=1, end=1, ordinal=i) for i, p in enumerate(passages)]
+    fresh = LateInteractionReranker()
+    assert warm_reranker(fresh, chunks) == 3
+    calls = []
+    real = fresh.model.forward
+    fresh.model.forward = lambda *a, **k: calls.append(1) or real(*a, **k)
+    assert fresh.score("How does LoRA cut the number of trainable parameters?", passages) == pytest.approx(first, abs=2e-3)
+    assert len(calls) == 1 and len(fresh._cache) == 3          # only the query was encoded
+    assert warm_reranker(OverlapReranker(), chunks) == 0     # nothing to pre-compute for this kind
+
 
 @pytest.mark.slow
 def test_local_sentence_transformers_cross_encoder_folder(tmp_path):
