@@ -88,7 +88,7 @@ def ragas_scores(records: list[dict], judge, embedder, *, progress: bool) -> dic
                 out[name] = float((await coro).value)
             except Exception as e:  # noqa: BLE001 - a judge failure is a NaN for that sample, reported below
                 out[name] = float("nan")
-                errors[name].append(f"{r['id']}: {type(e).__name__}: {str(e)[:300]}")
+                errors[name].append(f"{r['id']}: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
         return out
 
     for r in tqdm(todo, desc="Judging answers", unit="answer", disable=not progress, file=sys.stderr):
