@@ -204,7 +204,10 @@ class Answerer:
         cited = attribute(text, prompt.passages, threshold=s.citation_threshold, embedder=self.embedder,
                           mode=s.citation_support, skip=(NOT_COVERED,))
         timings["cite"] = (time.perf_counter() - t_cite) * 1000
-        if s.refuse_unsupported and cited.n_verified == 0:
+        # Refuse when no sentence is about the passages at all. A sentence whose words match but whose
+        # figures do not stays in the answer, marked not verified with the numbers named: refusing it
+        # would tell the user the guides don't cover a topic they do cover.
+        if s.refuse_unsupported and cited.n_supported == 0:
             res = refuse("no sentence of the model's answer is supported by the passages", model_text=raw)
             yield res
             return

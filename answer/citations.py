@@ -5,7 +5,8 @@ passages: valid markers the model wrote are kept, markers that point to no passa
 removed, and a sentence without a marker gets the passage that supports it best. Support is
 the share of the sentence's content words (Snowball stems) found in the passage, optionally
 combined with MiniLM cosine to the passage's best sentence; a citation is *verified* when
-its support reaches ``threshold``. The best passage sentence is returned as the span to
+its support reaches ``threshold`` and every number the sentence states appears in the passage.
+The best passage sentence is returned as the span to
 highlight.
 
 Example::
@@ -124,10 +125,17 @@ class Support:
     span_start: int            # character offsets of span in the passage text
     span_end: int
     source: str                # "model" (the model wrote the marker) or "attributed"
+    unsupported_numbers: list[str] = field(default_factory=list)   # numbers in the sentence the passage lacks
+    supported: bool | None = None  # the words reached the threshold (verified also needs the numbers); None = verified
+
+    def __post_init__(self):
+        if self.supported is None:
+            self.supported = self.verified
 
     def to_json(self) -> dict:
         return {"sentence": self.sentence, "score": round(self.score, 3), "verified": self.verified,
-                "span": self.span, "span_start": self.span_start, "span_end": self.span_end, "source": self.source}
+                "span": self.span, "span_start": self.span_start, "span_end": self.span_end, "source": self.source,
+                "unsupported_numbers": self.unsupported_numbers}
 
 
 @dataclass
@@ -164,6 +172,23 @@ class CitedAnswer:
     def n_verified(self) -> int:
         return sum(s.verified for c in self.citations for s in c.supports)
 
+    @property
+    def n_supported(self) -> int:
+        """Supports whose words reach the threshold, numbers aside: the answer is about the passages."""
+        return sum(bool(s.supported) for c in self.citations for s in c.supports)
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def numbers(text: str) -> set[str]:
+    """The numbers a text states ('14', '87.5', '1000' for '1,000'), digits anywhere ('FP16' gives '16')."""
+    out = set()
+    for m in _NUMBER.findall(text):
+        m = re.sub(r"(?<=\d),(?=\d{3}\b)", "", m).rstrip(".,")
+        out.add(m)
+    return out
+
 
 def _passage_sentences(text: str) -> list[tuple[int, int]]:
     """Character spans of the passage's sentences / lines."""
@@ -199,6 +224,7 @@ class SupportScorer:
         self.mode = mode
         self.embedder = embedder
         self._stems = [set(content_stems(p.hit.text + " " + p.header)) for p in self.passages]
+        self._numbers = [numbers(p.hit.text + " " + p.header) for p in self.passages]
         self._spans = [_passage_sentences(p.hit.text) for p in self.passages]
         self._span_stems = [[set(content_stems(p.hit.text[a:b])) for a, b in spans]
                             for p, spans in zip(self.passages, self._spans)]
@@ -232,6 +258,12 @@ class SupportScorer:
             score = best_cos if self.mode == "embed" else 0.5 * (lex + max(best_cos, 0.0))
             out.append((score, best_span))
         return out
+
+    def unsupported_numbers(self, sentence: str, i: int) -> list[str]:
+        """Numbers the sentence states that passage ``i`` does not contain: a small model that copies a
+        passage's words but changes its figure ("24 GB" against "14 GB") scores high on word overlap, so
+        word overlap alone would call it verified."""
+        return sorted(numbers(sentence) - self._numbers[i])
 
     def span(self, i: int, j: int) -> tuple[str, int, int]:
         if j < 0 or not self._spans[i]:
@@ -293,9 +325,11 @@ def attribute(answer: str, passages: Sequence[Passage], *, threshold: float = 0.
             i = by_n[n]
             sc, j = scores[i]
             span, a, b = scorer.span(i, j)
+            bad_numbers = scorer.unsupported_numbers(bare, i)
             cites.setdefault(n, Citation(n=n, chunk_id=passages[i].chunk_id)).supports.append(
-                Support(sentence=bare, score=float(sc), verified=sc >= threshold, span=span,
-                        span_start=a, span_end=b, source=source))
+                Support(sentence=bare, score=float(sc), verified=sc >= threshold and not bad_numbers, span=span,
+                        span_start=a, span_end=b, source=source, unsupported_numbers=bad_numbers,
+                        supported=sc >= threshold))
         out_parts.append(place_markers(bare, [n for n, _ in chosen]) + seg.sep)
     return CitedAnswer(text="".join(out_parts).strip(), citations=[cites[n] for n in sorted(cites)],
                        removed_markers=removed, uncited_sentences=uncited)

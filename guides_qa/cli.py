@@ -131,6 +131,9 @@ def _stream_answer(pipe, turns: list[str]) -> int:
     print()
     if not a.refused and a.answer.strip() != "".join(streamed).strip():
         print("\nWith citations:\n" + a.answer)
+    elif a.refused and a.answer.strip() != "".join(streamed).strip():
+        # The model's draft streamed, then failed the checks: say so, as the app does by replacing it.
+        print(f"\nThe draft above is withdrawn ({a.refusal_reason}).\n{a.answer}")
     for w in a.warnings:
         print(f"note: {w}")
     if a.citations or a.passages:
@@ -139,7 +142,9 @@ def _stream_answer(pipe, turns: list[str]) -> int:
         for p in a.passages:
             pl = p.hit.payload
             c = cited.get(p.n)
-            mark = "" if c is None else (" ✓ verified" if c.verified else " ? not verified")
+            missing = sorted({x for sup in c.supports for x in sup.unsupported_numbers}) if c else []
+            mark = "" if c is None else (" ✓ verified" if c.verified else " ? not verified"
+                                         + (f" ({', '.join(missing)} not in the passage)" if missing else ""))
             print(f"[{p.n}] {pl['section']} ({pl['guide']}, lines {pl['lines'][0]}-{pl['lines'][1]}){mark}")
     print("timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items()))
     return 0

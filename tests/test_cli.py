@@ -55,3 +55,27 @@ def test_bad_setting_names_the_variable(env, monkeypatch, capsys):
     monkeypatch.setenv("GUIDES_TOP_K", "0")
     assert main(["ask", "x", "--retrieve-only"]) == 2
     assert "GUIDES_TOP_K" in capsys.readouterr().err
+
+
+def test_ask_streams_the_answer_then_numbered_sources(env, capsys):
+    assert main(["ingest", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["ask", "Why scale attention by the square root of d_k?"]) == 0
+    out = capsys.readouterr().out
+    answer, _, rest = out.partition("\nSources:\n")
+    assert answer.strip() and rest, out                           # the answer is printed before the sources
+    sources = [l for l in rest.splitlines() if l.startswith("[")]
+    assert sources and sources[0].startswith("[1] ") and "lines " in sources[0]
+    assert any("✓ verified" in l for l in sources), out          # the fake model echoes passage [1]
+    assert "timings (ms): " in rest and "first_token" in rest
+
+
+def test_a_streamed_draft_that_fails_the_checks_is_withdrawn_visibly(env, capsys):
+    """The fake model echoes a sentence no passage supports well enough: the refusal must follow the draft."""
+    assert main(["ingest", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["ask", "What does the KV cache store?"]) == 0
+    out = capsys.readouterr().out
+    draft, _, after = out.partition("The draft above is withdrawn (")
+    assert draft.strip() and after, out
+    assert after.startswith("no sentence of the model's answer is supported") and "The guides don't cover this" in after

@@ -118,7 +118,9 @@ def render_citation(c: CitationView) -> None:
         st.caption(" › ".join(escape_md(s) for s in c.section_path) or escape_md(c.section))
         for s in c.supports:
             st.markdown("> " + answer_markdown(s.sentence))
-            st.caption(f"Support {s.score:.2f} · {'verified' if s.verified else 'not verified'} — "
+            numbers = s.unsupported_numbers
+            why = f" ({', '.join(numbers)} not in the passage)" if numbers else ""
+            st.caption(f"Support {s.score:.2f} · {'verified' if s.verified else 'not verified' + why} — "
                        f"the highlighted sentence below")
         st.markdown(passage_html(c), unsafe_allow_html=True)
 

@@ -37,6 +37,7 @@ class Support:
     end: int
     score: float
     verified: bool
+    unsupported_numbers: list[str] = field(default_factory=list)   # why a support is not verified, if numbers
 
 
 @dataclass
@@ -152,7 +153,8 @@ def turn_from_result(result, *, question: str, settings=None, options: dict | No
             section=p.get("section", ""), section_path=list(p.get("section_path") or []),
             lines=(int(p["lines"][0]), int(p["lines"][1])), text=p.get("text", ""), verified=c.verified,
             supports=[Support(sentence=s.sentence, span=s.span, start=s.span_start, end=s.span_end,
-                              score=float(s.score), verified=s.verified) for s in c.supports]))
+                              score=float(s.score), verified=s.verified,
+                              unsupported_numbers=list(s.unsupported_numbers)) for s in c.supports]))
     return TurnView(
         id=turn_id or new_turn_id(), question=question, created=_now(), answer=a.answer, refused=a.refused,
         refusal_reason=a.refusal_reason, rewritten_query=a.rewritten_query, search_query=result.search_query,

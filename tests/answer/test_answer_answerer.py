@@ -70,6 +70,16 @@ def test_unsupported_citation_is_reported_unverified(open_settings, embedder, hi
     assert [s.verified for s in c.supports] == [True, False]
 
 
+def test_wrong_figure_is_kept_but_not_verified_and_named(settings, embedder, hits):
+    """The passage's words with a changed number: not a refusal (the guides do cover it), but not verified."""
+    llm = FakeLLM({"QLoRA": "QLoRA fine-tunes a 70B model on one 24GB GPU [4]."})
+    res = Answerer(settings, llm=llm, embedder=embedder).answer("How does QLoRA fit a big model on one GPU?", hits)
+    assert not res.refused
+    (c,) = res.citations
+    assert c.chunk_id == "qlora" and not c.verified
+    assert c.supports[0].unsupported_numbers == ["24", "70"] and c.supports[0].supported
+
+
 def test_out_of_scope_question_is_refused_before_generation(settings, embedder, hits):
     llm = FakeLLM()
     toks, res = _events(Answerer(settings, llm=llm, embedder=embedder), "What is the capital of Mongolia?", hits)

@@ -93,7 +93,7 @@ def test_several_sentences_share_one_citation(passages):
 
 
 def test_threshold_controls_verification(passages):
-    text = "LoRA trains low-rank matrices for quantized 4-bit vocabulary tokens."
+    text = "LoRA trains low-rank matrices for quantized vocabulary tokens."
     strict = attribute(text, passages, threshold=0.95)
     loose = attribute(text, passages, threshold=0.1)
     assert not strict.citations[0].verified and loose.citations[0].verified
@@ -120,3 +120,23 @@ def test_echoed_passage_headers_are_dropped(passages):
     raw = "[1] Guide › LoRA\nLoRA trains low-rank matrices [1].\n**Guide › BPE**"
     assert strip_echoed_headers(raw, passages) == "LoRA trains low-rank matrices [1]."
     assert strip_echoed_headers("Guide › LoRA is covered.", passages) == "Guide › LoRA is covered."
+
+
+def test_a_changed_number_is_not_verified_even_with_the_passages_words(passages):
+    """The 0.5B model copies a passage's words but changes its figures; word overlap alone would verify that."""
+    right = attribute("QLoRA fine-tunes a 65B model on one 48GB GPU.", passages)
+    (c,) = right.citations
+    assert c.chunk_id == "qlora" and c.verified and c.supports[0].unsupported_numbers == []
+    wrong = attribute("QLoRA fine-tunes a 70B model on one 24GB GPU.", passages)
+    (c,) = wrong.citations
+    s = c.supports[0]
+    assert c.chunk_id == "qlora" and s.score >= 0.5          # the words match ...
+    assert not c.verified and s.unsupported_numbers == ["24", "70"]   # ... the figures do not
+    assert c.to_json()["supports"][0]["unsupported_numbers"] == ["24", "70"]
+
+
+def test_numbers_are_read_loosely():
+    from answer.citations import numbers
+
+    assert numbers("FP16 uses 2 bytes; 7B * 2 = **14 GB**, 87.5% less, 1,000 tokens.") == {"16", "2", "7", "14", "87.5", "1000"}
+    assert numbers("No figures here.") == set()
