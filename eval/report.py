@@ -7,6 +7,7 @@ import html
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 RET_KEYS = ["hit@1", "hit@5", "mrr@10", "ndcg@10", "recall@5", "recall@10", "ragas_context_precision", "ragas_context_recall"]
@@ -125,7 +126,8 @@ def _md_to_html(md: str) -> str:
             table.append(line)
             continue
         flush_table()
-        esc = html.escape(line).replace("**", "")
+        esc = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(line))
+        esc = re.sub(r"`([^`]+)`", r"<code>\1</code>", esc)
         if line.startswith("### "):
             out.append(f"<h3>{esc[4:]}</h3>")
         elif line.startswith("## "):

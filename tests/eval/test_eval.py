@@ -158,6 +158,10 @@ def test_judge_failures_are_counted_per_metric_and_named(tmp_path):
          "answers": {**res, "judge": "failing"}}
     md = render_markdown(m)
     assert "The judge failed 1 judgements" in md and "judge endpoint said 500" in md
+    from eval.report import _md_to_html
+
+    page = _md_to_html(md)
+    assert "<strong>The judge failed 1 judgements</strong>" in page and "<code>q1: RuntimeError" in page
 
 
 def test_schema_judge_survives_one_event_loop_per_answer():
