@@ -74,9 +74,10 @@ with st.sidebar:
     st.caption("For this browser session only.")
     top_k = st.slider("Passages to retrieve (top-k)", 1, max(30, settings.top_k), settings.top_k, key="opt_top_k")
     can_rerank = settings.reranker != "off"
-    rerank = st.toggle("Rerank with the cross-encoder", value=can_rerank, disabled=not can_rerank, key="opt_rerank",
+    rerank = st.toggle(f"Rerank ({settings.reranker})" if can_rerank else "Rerank", value=can_rerank,
+                       disabled=not can_rerank, key="opt_rerank",
                        help=f"GUIDES_RERANKER={settings.reranker}"
-                       + ("" if can_rerank else "; set it (e.g. to 'trained') to enable reranking"))
+                       + ("" if can_rerank else "; set it (e.g. to 'maxsim') to enable reranking"))
     llm = st.selectbox("LLM backend", view.llm_choices(settings), key="opt_llm",
                        help="GUIDES_LLM sets the default; 'openai' uses GUIDES_LLM_BASE_URL and GUIDES_LLM_MODEL.")
     options = {"top_k": top_k, "rerank": rerank, "llm": llm}

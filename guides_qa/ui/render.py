@@ -139,7 +139,7 @@ def render_sources(turn: TurnView) -> None:
         rows = [r.as_row() for r in turn.sources]
         if not reranked:
             for r in rows:
-                del r["rerank"], r["cross-enc."]
+                del r["rerank"], r["reranker"]
         cfg = {
             "rank": st.column_config.NumberColumn("rank", help="Rank after reranking", width=50),
             "fused rank": st.column_config.NumberColumn("fused rank", help="Rank after hybrid fusion, before reranking",
@@ -148,8 +148,8 @@ def render_sources(turn: TurnView) -> None:
                                                    help="Hybrid (dense + BM25) fused score"),
             "rerank": st.column_config.NumberColumn("rerank", format="%.3f", width=60,
                                                     help="Combined rerank score (orders the list)"),
-            "cross-enc.": st.column_config.NumberColumn("cross-enc.", format="%.3f", width=75,
-                                                        help="Raw cross-encoder score"),
+            "reranker": st.column_config.NumberColumn("reranker", format="%.3f", width=75,
+                                                        help="The reranker's own score (maxsim or cross-encoder), before combining with the fused rank"),
             "prompt": st.column_config.TextColumn("prompt", width=60, help="[n]: the LLM saw it as passage n; ✓ cited"),
             "section": st.column_config.TextColumn("section", width="medium"),
             "lines": st.column_config.TextColumn("lines", width=70),

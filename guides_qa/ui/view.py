@@ -81,7 +81,7 @@ class SourceRow:
     def as_row(self) -> dict:
         used = f"[{self.prompt_n}]{' ✓' if self.cited else ''}" if self.prompt_n else ""
         return {"rank": self.rank, "fused rank": self.rank_before, "fused": self.fused, "rerank": self.rerank,
-                "cross-enc.": self.ce, "prompt": used, "section": self.section, "lines": self.lines,
+                "reranker": self.ce, "prompt": used, "section": self.section, "lines": self.lines,
                 "passage": self.preview, "guide": self.guide}
 
 

@@ -64,7 +64,7 @@ def test_ask_gets_a_cited_answer_with_sources_and_latency(app_env, new_app):
     # Sources: every retrieved passage with fused score, rerank score, rank before and after reranking.
     df = msg.dataframe[0].value
     assert len(df) == 10
-    assert {"rank", "fused rank", "fused", "rerank", "cross-enc.", "section", "lines", "passage"} <= set(df.columns)
+    assert {"rank", "fused rank", "fused", "rerank", "reranker", "section", "lines", "passage"} <= set(df.columns)
     assert list(df["rank"]) == list(range(1, 11))
     assert df["fused rank"].is_unique and df["fused rank"].between(1, 20).all()   # reranked from 20 candidates
     assert (df["prompt"] == "[1] ✓").sum() == 1 and df["fused"].notna().all() and df["rerank"].is_monotonic_decreasing
@@ -194,7 +194,7 @@ def test_rerank_off_for_this_session_hides_rerank_columns(app_env, new_app):
     at.sidebar.slider[0].set_value(5)
     ask(at, QUESTION)
     df = assistant(at).dataframe[0].value
-    assert len(df) == 5 and "rerank" not in df.columns and "cross-enc." not in df.columns
+    assert len(df) == 5 and "rerank" not in df.columns and "reranker" not in df.columns
     assert list(df["fused rank"]) == list(df["rank"])
 
 
