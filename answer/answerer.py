@@ -131,9 +131,9 @@ class Answerer:
         if rewrite is not None and rewrite.changed:
             result.rewritten_query, result.rewrite_method = rewrite.query, rewrite.method
 
-        def refuse(reason: str, *, model_text: str = "") -> AnswerResult:
+        def refuse(reason: str, *, model_text: str = "", after_generation: bool = False) -> AnswerResult:
             result.refused, result.refusal_reason = True, reason
-            result.answer = refusal_text(hits, reason=None)
+            result.answer = refusal_text(hits, reason=None, after_generation=after_generation)
             result.raw_answer = model_text
             result.citations = []
             timings["total"] = (time.perf_counter() - t0) * 1000
@@ -208,7 +208,8 @@ class Answerer:
         # figures do not stays in the answer, marked not verified with the numbers named: refusing it
         # would tell the user the guides don't cover a topic they do cover.
         if s.refuse_unsupported and cited.n_supported == 0:
-            res = refuse("no sentence of the model's answer is supported by the passages", model_text=raw)
+            res = refuse("no sentence of the model's answer is supported by the passages", model_text=raw,
+                         after_generation=True)
             yield res
             return
         if cited.removed_markers:

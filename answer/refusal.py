@@ -109,10 +109,19 @@ def model_declined(answer: str) -> bool:
     return m.start() < (first_end.end() if first_end else len(text))
 
 
-def refusal_text(hits: Sequence[Hit], *, reason: str | None = None, n_sections: int = 3) -> str:
-    """'The guides don't cover this.' plus the nearest sections."""
-    lines = ["The guides don't cover this."]
-    if reason:
+UNSUPPORTED_OPENING = "The guides don't seem to cover this: the answer the model wrote was not supported by their passages."
+
+
+def refusal_text(hits: Sequence[Hit], *, reason: str | None = None, n_sections: int = 3,
+                 after_generation: bool = False) -> str:
+    """'The guides don't cover this.' plus the nearest sections.
+
+    ``after_generation``: the retrieval signals let the question through but the model's answer failed
+    the checks; the guides may still cover the topic (the evidence was ranked too low, or the model
+    missed it), so the text says what is known rather than stating the guides lack it.
+    """
+    lines = [UNSUPPORTED_OPENING if after_generation else "The guides don't cover this."]
+    if reason and not after_generation:
         lines[0] = f"The guides don't cover this ({reason})."
     secs = list(dict.fromkeys(passage_header(h) for h in hits))[:n_sections]
     if secs:

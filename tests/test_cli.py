@@ -78,4 +78,4 @@ def test_a_streamed_draft_that_fails_the_checks_is_withdrawn_visibly(env, capsys
     out = capsys.readouterr().out
     draft, _, after = out.partition("The draft above is withdrawn (")
     assert draft.strip() and after, out
-    assert after.startswith("no sentence of the model's answer is supported") and "The guides don't cover this" in after
+    assert after.startswith("no sentence of the model's answer is supported") and "The guides don't seem to cover this" in after

@@ -100,6 +100,9 @@ def test_answer_from_memory_is_refused(settings, embedder, hits):
     llm = FakeLLM({"QLoRA": "Dijkstra's algorithm runs in logarithmic time with a binary heap."})
     res = Answerer(settings, llm=llm, embedder=embedder).answer("How does QLoRA quantize the base model?", hits)
     assert res.refused and "supported" in res.refusal_reason and res.citations == []
+    # retrieval let it through, so the guides may cover the topic: the text does not claim they don't
+    assert res.answer.startswith("The guides don't seem to cover this: the answer the model wrote was not supported")
+    assert "Nearest sections: Guide › LoRA; Guide › QLoRA" in res.answer
 
 
 def test_unsupported_answers_kept_when_setting_off(tmp_path, embedder, hits):
