@@ -120,17 +120,17 @@ class Support:
     """How passage [n] supports one answer sentence."""
     sentence: str              # the answer sentence (markers removed)
     score: float               # 0..1
-    verified: bool
+    supported: bool            # the score reached the threshold: the sentence is about this passage
     span: str                  # best-supporting sentence of the passage
     span_start: int            # character offsets of span in the passage text
     span_end: int
     source: str                # "model" (the model wrote the marker) or "attributed"
     unsupported_numbers: list[str] = field(default_factory=list)   # numbers in the sentence the passage lacks
-    supported: bool | None = None  # the words reached the threshold (verified also needs the numbers); None = verified
 
-    def __post_init__(self):
-        if self.supported is None:
-            self.supported = self.verified
+    @property
+    def verified(self) -> bool:
+        """Supported, and every number the sentence states is in the passage."""
+        return self.supported and not self.unsupported_numbers
 
     def to_json(self) -> dict:
         return {"sentence": self.sentence, "score": round(self.score, 3), "verified": self.verified,
@@ -175,7 +175,7 @@ class CitedAnswer:
     @property
     def n_supported(self) -> int:
         """Supports whose words reach the threshold, numbers aside: the answer is about the passages."""
-        return sum(bool(s.supported) for c in self.citations for s in c.supports)
+        return sum(s.supported for c in self.citations for s in c.supports)
 
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -325,11 +325,9 @@ def attribute(answer: str, passages: Sequence[Passage], *, threshold: float = 0.
             i = by_n[n]
             sc, j = scores[i]
             span, a, b = scorer.span(i, j)
-            bad_numbers = scorer.unsupported_numbers(bare, i)
             cites.setdefault(n, Citation(n=n, chunk_id=passages[i].chunk_id)).supports.append(
-                Support(sentence=bare, score=float(sc), verified=sc >= threshold and not bad_numbers, span=span,
-                        span_start=a, span_end=b, source=source, unsupported_numbers=bad_numbers,
-                        supported=sc >= threshold))
+                Support(sentence=bare, score=float(sc), supported=sc >= threshold, span=span, span_start=a,
+                        span_end=b, source=source, unsupported_numbers=scorer.unsupported_numbers(bare, i)))
         out_parts.append(place_markers(bare, [n for n, _ in chosen]) + seg.sep)
     return CitedAnswer(text="".join(out_parts).strip(), citations=[cites[n] for n in sorted(cites)],
                        removed_markers=removed, uncited_sentences=uncited)

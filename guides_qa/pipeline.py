@@ -122,14 +122,15 @@ class Pipeline:
 
         return load_reranker(self.settings)
 
-    def warm_reranker(self) -> int:
+    def warm_reranker(self, chunks=None) -> int:
         """Cache what the reranker can pre-compute for every indexed chunk (maxsim: passage token
-        embeddings, ~10 s on 2 cores for the five guides), so questions pay only for the query."""
+        embeddings, ~13 s on 2 cores for the five guides), so questions pay only for the query.
+        ``chunks``: the current version's chunks when the caller already read them."""
         from retrieval.rerank import warm_reranker
 
         if self.reranker is None:
             return 0
-        return warm_reranker(self.reranker, self.index.refresh().chunks())
+        return warm_reranker(self.reranker, self.index.refresh().chunks() if chunks is None else chunks)
 
     @cached_property
     def llm(self):

@@ -57,11 +57,16 @@ def test_bad_setting_names_the_variable(env, monkeypatch, capsys):
     assert "GUIDES_TOP_K" in capsys.readouterr().err
 
 
-def test_ask_streams_the_answer_then_numbered_sources(env, capsys):
+def _ingest_and_ask(capsys, question: str) -> str:
+    """`guides ingest`, then `guides ask question` in text mode; returns what the ask printed."""
     assert main(["ingest", "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["ask", "Why scale attention by the square root of d_k?"]) == 0
-    out = capsys.readouterr().out
+    assert main(["ask", question]) == 0
+    return capsys.readouterr().out
+
+
+def test_ask_streams_the_answer_then_numbered_sources(env, capsys):
+    out = _ingest_and_ask(capsys, "Why scale attention by the square root of d_k?")
     answer, _, rest = out.partition("\nSources:\n")
     assert answer.strip() and rest, out                           # the answer is printed before the sources
     sources = [l for l in rest.splitlines() if l.startswith("[")]
@@ -72,10 +77,7 @@ def test_ask_streams_the_answer_then_numbered_sources(env, capsys):
 
 def test_a_streamed_draft_that_fails_the_checks_is_withdrawn_visibly(env, capsys):
     """The fake model echoes a sentence no passage supports well enough: the refusal must follow the draft."""
-    assert main(["ingest", "--quiet"]) == 0
-    capsys.readouterr()
-    assert main(["ask", "What does the KV cache store?"]) == 0
-    out = capsys.readouterr().out
+    out = _ingest_and_ask(capsys, "What does the KV cache store?")
     draft, _, after = out.partition("The draft above is withdrawn (")
     assert draft.strip() and after, out
     assert after.startswith("no sentence of the model's answer is supported") and "The guides don't seem to cover this" in after
