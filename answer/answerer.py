@@ -18,11 +18,13 @@ citation markers attached (or the refusal), which a UI shows once the stream end
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
-from answer.citations import Citation, attribute, strip_echoed_headers
+from answer.citations import Citation, attribute, short_answer_grounded, strip_echoed_headers
+from answer.evidence import Quote, score_sentences, select_sentences, span_lines
 from answer.llm import LLM
 from answer.prompt import (ANSWER_PREFILL, NOT_COVERED, Dropped, Passage, PromptTooLong, build_prompt,
                            check_injection, passage_has_injection)
@@ -36,6 +38,16 @@ from retrieval.search import Hit
 class Token:
     """A piece of the model's reply as it streams."""
     text: str
+
+
+@dataclass
+class Evidence:
+    """The guides' sentence that best matches the question, sent before the model starts writing."""
+    quote: Quote
+    header: str
+
+    def to_json(self) -> dict:
+        return {"header": self.header, **self.quote.to_json()}
 
 
 @dataclass
@@ -55,6 +67,26 @@ class AnswerResult:
     warnings: list[str] = field(default_factory=list)
     signals: dict = field(default_factory=dict)   # refusal-gate inputs (max_cosine, missing_entities, ...)
     timings_ms: dict = field(default_factory=dict)
+    status: str = "unverified"                    # verified | unverified | contradicted | too_short | refused
+    first_quote: Evidence | None = None           # shown while the model wrote
+    stopped_loop: bool = False                    # generation was cut because it repeated itself
+
+    @property
+    def evidence(self) -> list[dict]:
+        """The passages' sentences each cited sentence aligned with, once each, in citation order:
+        guide › section, line range, the quote, and whether it verified the sentence."""
+        out, seen = [], set()
+        by_n = {p.n: p for p in self.passages}
+        for c in self.citations:
+            p = by_n.get(c.n)
+            for sup in c.supports:
+                if p is None or not sup.span or (c.n, sup.span_start) in seen:
+                    continue
+                seen.add((c.n, sup.span_start))
+                out.append({"n": c.n, "chunk_id": c.chunk_id, "header": p.header, "guide": p.hit.payload.get("guide"),
+                            "lines": list(span_lines(p.hit, sup.span_start, sup.span_end)), "quote": sup.span.strip(),
+                            "status": sup.status, "reasons": sup.reasons})
+        return out
 
     def to_json(self) -> dict:
         return {
@@ -71,12 +103,34 @@ class AnswerResult:
             "prompt_tokens": self.prompt_tokens,
             "raw_answer": self.raw_answer,
             "warnings": self.warnings,
+            "status": self.status,
+            "evidence": self.evidence,
+            "first_quote": self.first_quote.to_json() if self.first_quote else None,
+            "stopped_loop": self.stopped_loop,
             "signals": self.signals,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }
 
 
-Event = Token | AnswerResult
+Event = Token | Evidence | AnswerResult
+
+
+def find_loop(text: str, n: int) -> int | None:
+    """Where a repetition loop's first repeat starts (a character offset), when the last ``n`` words already
+    occurred earlier in ``text``; None otherwise. The text before the offset keeps one copy of the loop."""
+    words = [w.group(0).casefold() for w in re.finditer(r"\S+", text)]
+    starts = [w.start() for w in re.finditer(r"\S+", text)]
+    if len(words) < 2 * n:
+        return None
+    tail = words[-n:]
+    for i in range(len(words) - 2 * n, -1, -1):          # the nearest earlier copy gives the loop's period
+        if words[i:i + n] == tail:
+            period = len(words) - n - i
+            m = len(words) - 1
+            while m - period >= 0 and words[m] == words[m - period]:
+                m -= 1
+            return starts[m + 1] if m + 1 < len(words) else None
+    return None
 
 
 class Answerer:
@@ -132,7 +186,7 @@ class Answerer:
             result.rewritten_query, result.rewrite_method = rewrite.query, rewrite.method
 
         def refuse(reason: str, *, model_text: str = "", after_generation: bool = False) -> AnswerResult:
-            result.refused, result.refusal_reason = True, reason
+            result.refused, result.refusal_reason, result.status = True, reason, "refused"
             result.answer = refusal_text(hits, reason=None, after_generation=after_generation)
             result.raw_answer = model_text
             result.citations = []
@@ -158,12 +212,30 @@ class Answerer:
             yield res
             return
 
+        t_sel = time.perf_counter()
+        top = hits[:s.answer_passages]
+        excerpts = None
+        if s.answer_context == "sentences":
+            sel = select_sentences(asked, top, count_tokens=self.llm.count_tokens,
+                                   budget_tokens=s.answer_context_tokens, embedder=self.embedder)
+            excerpts, best = sel.excerpts, sel.best
+        else:
+            ranked = score_sentences(asked, top[:1], embedder=self.embedder)
+            best = ranked[0] if ranked else None
+        timings["select"] = (time.perf_counter() - t_sel) * 1000
+        if best is not None:
+            from answer.prompt import passage_header
+
+            result.first_quote = Evidence(quote=best, header=passage_header(best.hit))
+            yield result.first_quote
+
         prefill = ANSWER_PREFILL if getattr(self.llm, "supports_prefill", False) else ""
         try:
             prompt = build_prompt(asked, hits, llm=self.llm, max_passages=s.answer_passages,
                                   budget_tokens=self.prompt_budget, soft_budget_tokens=self.latency_budget,
                                   order=s.answer_passage_order,
-                                  history=history if result.rewritten_query is None else (), prefill=prefill)
+                                  history=history if result.rewritten_query is None else (), prefill=prefill,
+                                  excerpts=excerpts)
         except PromptTooLong as e:
             res = refuse(str(e))
             yield Token(res.answer)
@@ -185,13 +257,24 @@ class Answerer:
 
         t_gen = time.perf_counter()
         pieces: list[str] = []
-        for piece in self.llm.stream(prompt.messages, max_tokens=max_tokens or s.llm_max_answer_tokens,
-                                     temperature=s.llm_temperature if temperature is None else temperature):
-            if not pieces:
-                timings["first_token"] = (time.perf_counter() - t0) * 1000    # the model's own first token
-                piece = prefill + piece
-            pieces.append(piece)
-            yield Token(piece)
+        stream = self.llm.stream(prompt.messages, max_tokens=max_tokens or s.llm_max_answer_tokens,
+                                 temperature=s.llm_temperature if temperature is None else temperature)
+        try:
+            for piece in stream:
+                if not pieces:
+                    timings["first_token"] = (time.perf_counter() - t0) * 1000    # the model's own first token
+                    piece = prefill + piece
+                pieces.append(piece)
+                yield Token(piece)
+                if len(pieces) % 4 == 0 and (cut := find_loop("".join(pieces), s.answer_loop_ngram)) is not None:
+                    pieces = ["".join(pieces)[:cut]]
+                    result.stopped_loop = True
+                    result.warnings.append("the model started repeating itself; the repetition was cut")
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
         timings["generate"] = (time.perf_counter() - t_gen) * 1000
         raw = "".join(pieces).strip()
         text = strip_echoed_headers(raw, prompt.passages)
@@ -207,15 +290,21 @@ class Answerer:
         # Refuse when no sentence is about the passages at all. A sentence whose words match but whose
         # figures do not stays in the answer, marked not verified with the numbers named: refusing it
         # would tell the user the guides don't cover a topic they do cover.
-        if s.refuse_unsupported and cited.n_supported == 0:
+        if s.refuse_unsupported and cited.n_supported == 0 and cited.n_checkable > 0:
             res = refuse("no sentence of the model's answer is supported by the passages", model_text=raw,
                          after_generation=True)
+            yield res
+            return
+        if s.refuse_unsupported and cited.n_checkable == 0 and not short_answer_grounded(
+                cited.too_short, [p for p in prompt.passages if p.n not in flagged]):
+            res = refuse("the model's short answer is not in the passages", model_text=raw, after_generation=True)
             yield res
             return
         if cited.removed_markers:
             result.warnings.append("removed citation markers that point to no passage: "
                                    + ", ".join(f"[{n}]" for n in cited.removed_markers))
         result.answer, result.citations, result.raw_answer = cited.text, cited.citations, raw
+        result.status = cited.status
         timings["total"] = (time.perf_counter() - t0) * 1000
         result.timings_ms = timings
         yield result

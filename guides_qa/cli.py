@@ -61,6 +61,10 @@ def _read_batch(path: str) -> list[dict]:
     return items
 
 
+STATUS_MARK = {"verified": "✓ verified", "contradicted": "✗ contradicted", "unverified": "? not verified",
+               "too_short": "· too short to check"}
+
+
 def cmd_ask(args) -> int:
     from guides_qa.pipeline import InputError, Pipeline
 
@@ -116,7 +120,7 @@ def _print_hits(hits) -> None:
 
 
 def _stream_answer(pipe, turns: list[str]) -> int:
-    from answer.answerer import Token
+    from answer.answerer import Evidence, Token
 
     result = None
     streamed = []
@@ -125,6 +129,9 @@ def _stream_answer(pipe, turns: list[str]) -> int:
             streamed.append(ev.text)
             sys.stdout.write(ev.text)
             sys.stdout.flush()
+        elif isinstance(ev, Evidence):
+            q = ev.quote
+            print(f"From the guides ({ev.header}, lines {q.lines[0]}-{q.lines[1]}):\n  > {' '.join(q.text.split())}\n")
         else:
             result = ev
     a = result.answer
@@ -136,15 +143,20 @@ def _stream_answer(pipe, turns: list[str]) -> int:
         print(f"\nThe draft above is withdrawn ({a.refusal_reason}).\n{a.answer}")
     for w in a.warnings:
         print(f"note: {w}")
+    if a.evidence:
+        print("\nEvidence:")
+        for e in a.evidence:
+            why = [r for r in e["reasons"] if r != "too short to check"]
+            print(f"[{e['n']}] {STATUS_MARK.get(e['status'], e['status'])}" + (f" ({'; '.join(why)})" if why else "")
+                  + f" {e['header']} ({e['guide']}, lines {e['lines'][0]}-{e['lines'][1]})")
+            print(f"  > {' '.join(e['quote'].split())}")
     if a.citations or a.passages:
         print("\nSources:")
         cited = {c.n: c for c in a.citations}
         for p in a.passages:
             pl = p.hit.payload
             c = cited.get(p.n)
-            missing = sorted({x for sup in c.supports for x in sup.unsupported_numbers}) if c else []
-            mark = "" if c is None else (" ✓ verified" if c.verified else " ? not verified"
-                                         + (f" ({', '.join(missing)} not in the passage)" if missing else ""))
+            mark = "" if c is None else " " + STATUS_MARK.get(c.status, c.status)
             print(f"[{p.n}] {pl['section']} ({pl['guide']}, lines {pl['lines'][0]}-{pl['lines'][1]}){mark}")
     print("timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items()))
     return 0

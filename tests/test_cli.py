@@ -75,8 +75,9 @@ def test_ask_streams_the_answer_then_numbered_sources(env, capsys):
     assert "timings (ms): " in rest and "first_token" in rest
 
 
-def test_a_streamed_draft_that_fails_the_checks_is_withdrawn_visibly(env, capsys):
-    """The fake model echoes a sentence no passage supports well enough: the refusal must follow the draft."""
+def test_a_streamed_draft_that_fails_the_checks_is_withdrawn_visibly(env, capsys, monkeypatch):
+    """The fake model states something no passage says: the refusal must follow the draft."""
+    monkeypatch.setenv("GUIDES_LLM", "fake:offtopic")
     out = _ingest_and_ask(capsys, "What does the KV cache store?")
     draft, _, after = out.partition("The draft above is withdrawn (")
     assert draft.strip() and after, out

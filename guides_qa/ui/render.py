@@ -86,6 +86,7 @@ def render_turn_body(turn: TurnView, *, feedback: FeedbackUI | None) -> None:
             st.caption(f"Why: {escape_md(turn.refusal_reason)}")
     else:
         st.markdown(answer_markdown(turn.answer))
+        render_evidence(turn)
     for w in turn.warnings:
         st.caption(f":material/warning: {escape_md(w)}")
     if turn.citations:
@@ -109,6 +110,38 @@ def render_error(turn: TurnView) -> None:
     st.caption("Your conversation is kept; ask again once this is fixed.")
 
 
+STATUS_LABEL = {
+    "verified": (":material/check_circle:", "verified: the quoted sentence states it"),
+    "contradicted": (":material/cancel:", "contradicted"),
+    "unverified": (":material/help:", "not verified"),
+    "too_short": (":material/short_text:", "too short to check"),
+}
+
+
+def status_caption(status: str, reasons: list[str]) -> str:
+    icon, label = STATUS_LABEL.get(status, STATUS_LABEL["unverified"])
+    why = [r for r in reasons if r != "too short to check"]
+    return f"{icon} {label}" + (f" ({escape_md('; '.join(why))})" if why else "")
+
+
+def render_evidence(turn: TurnView) -> None:
+    """Under the answer, without a click: the guides' sentences that each cited sentence aligned with."""
+    if not turn.evidence:
+        return
+    st.markdown("**From the guides**")
+    for e in turn.evidence:
+        st.markdown("> " + escape_md(" ".join(e["quote"].split())))
+        st.caption(f"[{e['n']}] {escape_md(e['header'])} · `{e['guide']}` lines {e['lines'][0]}–{e['lines'][1]} · "
+                   + status_caption(e["status"], e.get("reasons", [])))
+
+
+def render_quote(ph, ev) -> None:
+    """The best-matching sentence of the guides, shown while the model writes."""
+    q = ev.quote
+    ph.markdown(f"> {escape_md(' '.join(q.text.split()))}\n\n"
+                f":gray[{escape_md(ev.header)} · lines {q.lines[0]}–{q.lines[1]} · best match while the answer is written]")
+
+
 def render_citation(c: CitationView) -> None:
     """A popover per cited passage: guide, section path, line range, the passage with supporting spans marked."""
     label = f"[{c.n}] {escape_md(shorten(c.leaf, 48))} · lines {c.lines[0]}–{c.lines[1]}"
@@ -118,10 +151,7 @@ def render_citation(c: CitationView) -> None:
         st.caption(" › ".join(escape_md(s) for s in c.section_path) or escape_md(c.section))
         for s in c.supports:
             st.markdown("> " + answer_markdown(s.sentence))
-            numbers = s.unsupported_numbers
-            why = f" ({', '.join(numbers)} not in the passage)" if numbers else ""
-            st.caption(f"Support {s.score:.2f} · {'verified' if s.verified else 'not verified' + why} — "
-                       f"the highlighted sentence below")
+            st.caption(f"Support {s.score:.2f} · {status_caption(s.status, s.reasons)} — the highlighted sentence below")
         st.markdown(passage_html(c), unsafe_allow_html=True)
 
 
@@ -187,10 +217,11 @@ def stream_answer(pipe, turns: list[str], *, question: str, history: list, optio
 
     A rerun that interrupts the stream (a click elsewhere) still leaves the question in ``history``.
     """
-    from answer.answerer import Token
+    from answer.answerer import Evidence, Token
 
     turn_id = new_turn_id()
     settings = pipe.settings
+    quote_ph = st.empty()
     ph = st.empty()
     ph.markdown(f"*{waiting}*")
     streamed: list[str] = []
@@ -202,6 +233,8 @@ def stream_answer(pipe, turns: list[str], *, question: str, history: list, optio
             if isinstance(ev, Token):
                 streamed.append(ev.text)
                 ph.markdown(answer_markdown("".join(streamed)) + " ▌")
+            elif isinstance(ev, Evidence):
+                render_quote(quote_ph, ev)
             else:
                 result = ev
         if result is None:
@@ -220,6 +253,7 @@ def stream_answer(pipe, turns: list[str], *, question: str, history: list, optio
         if gen is not None:
             gen.close()
     ph.empty()
+    quote_ph.empty()
     turn = turn_from_result(result, question=question, settings=settings, options=options, turn_id=turn_id)
     history.append(turn)
     return turn

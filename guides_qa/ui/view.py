@@ -37,7 +37,8 @@ class Support:
     end: int
     score: float
     verified: bool
-    unsupported_numbers: list[str] = field(default_factory=list)   # why a support is not verified, if numbers
+    status: str = "unverified"                                 # verified | unverified | contradicted | too_short
+    reasons: list[str] = field(default_factory=list)          # why it is not verified ("the passage says NF4")
 
 
 @dataclass
@@ -113,6 +114,8 @@ class TurnView:
     turns: list[str] = field(default_factory=list)
     error: ErrorView | None = None
     partial: str = ""            # text streamed before an error
+    status: str = ""             # the answer's trust state: verified | unverified | contradicted | too_short | refused
+    evidence: list[dict] = field(default_factory=list)   # the guides' sentences each cited sentence aligned with
 
     @property
     def ok(self) -> bool:
@@ -153,14 +156,15 @@ def turn_from_result(result, *, question: str, settings=None, options: dict | No
             section=p.get("section", ""), section_path=list(p.get("section_path") or []),
             lines=(int(p["lines"][0]), int(p["lines"][1])), text=p.get("text", ""), verified=c.verified,
             supports=[Support(sentence=s.sentence, span=s.span, start=s.span_start, end=s.span_end,
-                              score=float(s.score), verified=s.verified,
-                              unsupported_numbers=list(s.unsupported_numbers)) for s in c.supports]))
+                              score=float(s.score), verified=s.verified, status=s.status,
+                              reasons=list(s.reasons)) for s in c.supports]))
     return TurnView(
         id=turn_id or new_turn_id(), question=question, created=_now(), answer=a.answer, refused=a.refused,
         refusal_reason=a.refusal_reason, rewritten_query=a.rewritten_query, search_query=result.search_query,
         citations=cites, sources=source_rows(result.hits, a.passages, {c.n for c in cites}),
         timings=dict(result.timings_ms), warnings=list(a.warnings), options=dict(options or {}),
-        settings=settings_snapshot(settings) if settings is not None else {}, turns=list(result.turns))
+        settings=settings_snapshot(settings) if settings is not None else {}, turns=list(result.turns),
+        status=a.status, evidence=list(a.evidence))
 
 
 def source_rows(hits: Sequence, passages: Sequence = (), cited_ns: set[int] = frozenset()) -> list[SourceRow]:

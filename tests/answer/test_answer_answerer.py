@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from answer.answerer import Answerer, AnswerResult, Token
+from answer.answerer import Evidence, Answerer, AnswerResult, Token
 from answer.llm import FakeLLM, count_messages_tokens
 from answer.rewrite import Rewrite
 from guides_qa.config import Settings
 
 
 def _events(answerer, question, hits, **kw):
+    """Tokens and the result; the evidence quote, when there is one, comes before the first token."""
     evs = list(answerer.stream(question, hits, **kw))
-    assert isinstance(evs[-1], AnswerResult) and all(isinstance(e, Token) for e in evs[:-1])
-    return evs[:-1], evs[-1]
+    assert isinstance(evs[-1], AnswerResult)
+    quotes = [i for i, e in enumerate(evs) if isinstance(e, Evidence)]
+    assert len(quotes) <= 1 and all(isinstance(e, Token) for i, e in enumerate(evs[:-1]) if i not in quotes)
+    if quotes:
+        assert quotes[0] == 0 and evs[-1].first_quote is evs[0]
+    return [e for e in evs[:-1] if isinstance(e, Token)], evs[-1]
 
 
 def test_defaults_come_from_settings(settings, fake_llm, embedder):
@@ -77,7 +82,8 @@ def test_wrong_figure_is_kept_but_not_verified_and_named(settings, embedder, hit
     assert not res.refused
     (c,) = res.citations
     assert c.chunk_id == "qlora" and not c.verified
-    assert c.supports[0].unsupported_numbers == ["24", "70"] and c.supports[0].supported
+    assert c.supports[0].status == "contradicted" and c.supports[0].supported
+    assert c.supports[0].reasons[0] == "the passage says 65B, not 70B"
 
 
 def test_out_of_scope_question_is_refused_before_generation(settings, embedder, hits):

@@ -126,17 +126,20 @@ def test_a_changed_number_is_not_verified_even_with_the_passages_words(passages)
     """The 0.5B model copies a passage's words but changes its figures; word overlap alone would verify that."""
     right = attribute("QLoRA fine-tunes a 65B model on one 48GB GPU.", passages)
     (c,) = right.citations
-    assert c.chunk_id == "qlora" and c.verified and c.supports[0].unsupported_numbers == []
+    assert c.chunk_id == "qlora" and c.verified and c.supports[0].reasons == []
     wrong = attribute("QLoRA fine-tunes a 70B model on one 24GB GPU.", passages)
     (c,) = wrong.citations
     s = c.supports[0]
     assert c.chunk_id == "qlora" and s.score >= 0.5          # the words match ...
-    assert not c.verified and s.unsupported_numbers == ["24", "70"]   # ... the figures do not
-    assert c.to_json()["supports"][0]["unsupported_numbers"] == ["24", "70"]
+    assert not c.verified and s.status == "contradicted"     # ... the figures do not, and the passage's are named
+    assert s.reasons == ["the passage says 65B, not 70B", "the passage says 48GB, not 24GB"]
+    assert c.to_json()["supports"][0]["status"] == "contradicted"
 
 
 def test_numbers_are_read_loosely():
     from answer.citations import numbers
 
-    assert numbers("FP16 uses 2 bytes; 7B * 2 = **14 GB**, 87.5% less, 1,000 tokens.") == {"16", "2", "7", "14", "87.5", "1000"}
+    assert numbers("FP16 uses 2 bytes; 7B * 2 = **14 GB**, 87.5% less, 1,000 tokens.") == {
+        "fp16", "2", "7b", "14gb", "87.5%", "1000"}
+    assert numbers("12.9 billion, 12.9B and Mixtral 8×7B") == {"12.9b", "8x7b"}   # whole tokens with units
     assert numbers("No figures here.") == set()

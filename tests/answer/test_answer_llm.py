@@ -28,6 +28,8 @@ def test_fake_backend_by_name(tmp_path):
 
 def test_backend_capabilities_without_starting_anything(tmp_path):
     bundled_llm = load_llm(Settings(llm="bundled", data_dir=tmp_path, llm_context_window=2048))
+    assert bundled_llm.name.startswith("bundled:qwen2.5-coder-1.5b")
+    assert load_llm(Settings(llm="bundled-small", data_dir=tmp_path)).name.startswith("bundled-small:qwen2.5-coder-0.5b")
     assert bundled_llm.supports_prefill and bundled_llm.default_prompt_budget == 450
     assert bundled_llm.context_window == 2048 and bundled_llm._server is None     # lazy: nothing assembled or started
     assert not (tmp_path / "models").exists()

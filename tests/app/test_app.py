@@ -199,6 +199,8 @@ def test_rerank_off_for_this_session_hides_rerank_columns(app_env, new_app):
 
 
 def test_refusal_is_shown_without_citations(app_env, new_app):
+    """A model that answers from its own memory: no sentence is in the passages, so the answer is refused."""
+    app_env(GUIDES_LLM="fake:offtopic")
     at = ask(new_app().run(), "Zyxwv qwertz plonk frobnicate?")
     msg = assistant(at)
     text = msg.info[0].value

@@ -1,0 +1,451 @@
+"""Check one answer sentence against one passage: find the span that supports it, compare what they state.
+
+A sentence is *verified* by a passage only when one contiguous span of the passage holds its
+content words in the same order and close together (a longest-common-subsequence alignment
+inside a window a few times the sentence's length), and every key term the sentence states is
+the one that span states:
+
+- numbers with their units, compared as whole tokens ("8" is not "8x7B"; "12.9 billion" is "12.9B");
+- names: model names, data types and methods, i.e. words with inner capitals or digits or in
+  capitals (NF4, INT4, FUDGE, LoRA, GPT-4);
+- one side of a pair of opposites (hard/soft, encoder-only/decoder-only, higher/lower, ...).
+
+When the sentence states a term the span does not, and the span states another term of the same
+kind, the sentence is *contradicted* and the reason names what the passage says ("the passage says
+NF4"). When it states a term the span lacks with no alternative there, it is *unverified* with the
+missing term named. A match in the passage's heading alone never verifies. Sentences with fewer
+than three content words are *too short to check*: a separate state, not a failure.
+
+Example::
+
+    a = align("Mixtral activates 8 parameters per token.", "46.7B total but only activates 12.9B per token")
+    a.status, a.reasons        # ('contradicted', ['the passage says 12.9B, not 8'])
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from ingest.bm25 import STOPWORDS, stemmer_for_thread
+
+# Statuses, strongest first.
+VERIFIED, UNVERIFIED, CONTRADICTED, TOO_SHORT = "verified", "unverified", "contradicted", "too_short"
+STATUSES = (VERIFIED, UNVERIFIED, CONTRADICTED, TOO_SHORT)
+
+# Words that carry no topic in an answer sentence ("the model uses ..."), on top of BM25's stopwords.
+GENERIC = frozenset("""
+    use used uses using also can may might must need needs make makes made like get gets
+    well way ways often usually typically generally however therefore thus e g eg ie etc example
+    examples allow allows help helps important key main based different various several many much
+    passage passages guide guides question answer answers according
+""".split())
+
+MIN_CONTENT_WORDS = 3          # fewer: too short to check
+WINDOW_FACTOR = 2.5            # the aligned span may hold at most this many content words per sentence word
+WINDOW_SLACK = 6
+
+# Pairs of opposites: a sentence that says one where the span says the other is contradicted.
+OPPOSITES = [
+    ("hard", "soft"), ("encoder-only", "decoder-only"), ("encoder", "decoder"), ("higher", "lower"),
+    ("increase", "decrease"), ("increases", "decreases"), ("more", "fewer"), ("faster", "slower"),
+    ("larger", "smaller"), ("before", "after"), ("supervised", "unsupervised"), ("online", "offline"),
+    ("dense", "sparse"), ("absolute", "relative"), ("static", "dynamic"), ("explicit", "implicit"),
+    ("bidirectional", "unidirectional"), ("bidirectional", "causal"), ("linear", "quadratic"),
+    ("pre-training", "fine-tuning"), ("left", "right"), ("input", "output"), ("training", "inference"),
+    ("lossless", "lossy"), ("deterministic", "stochastic"), ("parallel", "sequential"),
+]
+_OPPOSITE_OF: dict[str, set[str]] = {}
+for _a, _b in OPPOSITES:
+    _OPPOSITE_OF.setdefault(_a, set()).add(_b)
+    _OPPOSITE_OF.setdefault(_b, set()).add(_a)
+
+_WORD = re.compile(r"[a-z0-9]+")
+_UNITS = {
+    "billion": "b", "bn": "b", "b": "b", "million": "m", "m": "m", "thousand": "k", "k": "k", "trillion": "t",
+    "t": "t", "%": "%", "percent": "%", "x": "x", "×": "x", "gb": "gb", "mb": "mb", "tb": "tb", "kb": "kb",
+    "bit": "bit", "bits": "bit", "ms": "ms", "s": "s",
+}
+# A number and what belongs to it: "12.9B", "12.9 billion", "8x7B", "87.5%", "4-bit", "1,000", "FP16".
+_NUM = re.compile(
+    r"(?<![\w.])(?:[A-Za-z]+[-]?)?\d+(?:[.,]\d+)*(?:[A-Za-z]+\d*)*(?:\s?(?:%|×|percent\b|billion\b|million\b|"
+    r"thousand\b|trillion\b|bn\b|-?bits?\b|[kKmMbBtT]\b|GB\b|MB\b|TB\b|KB\b|x\b))?(?![\w])"
+)
+# Names: inner capitals or letters+digits or all capitals (2+ letters): NF4, INT4, FUDGE, LoRA, GPT-4, RoPE.
+_NAME = re.compile(r"(?<![\w-])(?:[A-Za-z]*[a-z][A-Z][A-Za-z0-9-]*|[A-Z][A-Z0-9]+(?:-[A-Za-z0-9]+)*|[A-Za-z]+-?\d[\w-]*)(?![\w])")
+# Capitalised words a sentence starts with or that are plain English are not names.
+_NOT_NAMES = frozenset("i a an the it this that these those ok ai ml".split())
+
+
+def normalise(text: str) -> str:
+    """NFKC, and '8×7B' written '8x7B' (one token either way)."""
+    return re.sub(r"(?<=\d)\s?×\s?(?=\d)", "x", unicodedata.normalize("NFKC", text))
+
+
+def content_stems(text: str) -> list[str]:
+    """NFKC-casefolded words minus stopwords and generic words, Snowball-stemmed, in order."""
+    t = normalise(text).casefold()
+    words = [w for w in _WORD.findall(t) if w not in STOPWORDS and w not in GENERIC and (len(w) > 1 or w.isdigit())]
+    return stemmer_for_thread().stemWords(words)
+
+
+def _content_tokens(text: str) -> list[tuple[str, int, int]]:
+    """(stem, start, end) of each content word of ``text``, in order."""
+    t = normalise(text).casefold()
+    found = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(t)]
+    kept = [(w, a, b) for w, a, b in found if w not in STOPWORDS and w not in GENERIC and (len(w) > 1 or w.isdigit())]
+    stems = stemmer_for_thread().stemWords([w for w, _, _ in kept])
+    return [(s, a, b) for s, (_, a, b) in zip(stems, kept)]
+
+
+@lru_cache(maxsize=4096)
+def number_key(token: str) -> str:
+    """'12.9 billion' -> '12.9b', '4-bit' -> '4bit', '1,000' -> '1000', '87.5 %' -> '87.5%', 'FP16' -> 'fp16'."""
+    t = normalise(token).casefold().replace("×", "x")
+    t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)
+    m = re.match(r"^(.*?\d)\s?-?\s?([a-z%]+)$", t)
+    if m and m.group(2) in _UNITS and not re.search(r"[a-z]", m.group(1)):
+        return m.group(1) + _UNITS[m.group(2)]
+    return t.replace("-", "")
+
+
+def numbers(text: str) -> dict[str, str]:
+    """The numbers a text states, key -> as written ('12.9b' -> '12.9B')."""
+    out: dict[str, str] = {}
+    for m in _NUM.finditer(normalise(text)):
+        tok = m.group(0).strip()
+        out.setdefault(number_key(tok), tok)
+    return out
+
+
+def _unit(key: str) -> str:
+    """'12.9b' -> 'b', '87.5%' -> '%', '4bit' -> 'bit', 'fp16' -> 'fp', '8' -> ''."""
+    m = re.fullmatch(r"([a-z]*)[\d.]+(?:x\d+)?([a-z%]*)", key)
+    return (m.group(1) + "|" + m.group(2)) if m else key
+
+
+def names(text: str) -> dict[str, str]:
+    """Names a text states (NF4, FUDGE, LoRA, GPT-4), key -> as written; numbers are left to ``numbers``."""
+    out: dict[str, str] = {}
+    for m in _NAME.finditer(normalise(text)):
+        tok = m.group(0).strip("-")
+        key = tok.casefold().replace("-", "")
+        if key in _NOT_NAMES or len(key) < 2 or key.isdigit():
+            continue
+        out.setdefault(key, tok)
+    return out
+
+
+_PROPER = re.compile(r"(?<![.!?:]\s)(?<!^)(?<![\w-])([A-Z][a-z]{2,})(?![\w-])")
+
+
+def proper_nouns(text: str) -> dict[str, str]:
+    """Capitalised words inside a sentence (Canberra, Mixtral): names, but ones a passage may state anywhere."""
+    t = normalise(text).strip()
+    return {m.group(1).casefold(): m.group(1) for m in _PROPER.finditer(t)
+            if m.group(1).casefold() not in STOPWORDS}
+
+
+def opposites(text: str) -> set[str]:
+    """The words of ``OPPOSITES`` a text uses (hyphenated pairs matched as written)."""
+    t = " " + re.sub(r"[^a-z0-9-]+", " ", normalise(text).casefold()) + " "
+    return {w for w in _OPPOSITE_OF if f" {w} " in t}
+
+
+def _lcs(a: list[str], b: list[str]) -> tuple[int, list[int]]:
+    """Length of the longest common subsequence of a and b, and the positions in b it uses."""
+    n, m = len(a), len(b)
+    dp = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n - 1, -1, -1):
+        ai, row, nxt = a[i], dp[i], dp[i + 1]
+        for j in range(m - 1, -1, -1):
+            row[j] = nxt[j + 1] + 1 if ai == b[j] else max(nxt[j], row[j + 1])
+    used, i, j = [], 0, 0
+    while i < n and j < m:
+        if a[i] == b[j]:
+            used.append(j)
+            i, j = i + 1, j + 1
+        elif dp[i + 1][j] >= dp[i][j + 1]:
+            i += 1
+        else:
+            j += 1
+    return dp[0][0], used
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of a passage's sentences and lines (a table row or list item is one line)."""
+    spans = []
+    for m in re.finditer(r"[^\n]+", text):
+        line_start, line = m.start(), m.group(0)
+        start = 0
+        for b in re.finditer(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(*\-•])", line):
+            if re.search(r"(?:e\.g|i\.e|etc|vs|approx|fig|eq|cf|al)\.$|(?:^|\s)[a-z]\.$", line[start:b.start()].lower()):
+                continue
+            spans.append((line_start + start, line_start + b.start()))
+            start = b.end()
+        spans.append((line_start + start, line_start + len(line)))
+    return [(a, b) for a, b in spans if text[a:b].strip()]
+
+
+@dataclass
+class Alignment:
+    """How one passage supports one sentence."""
+    status: str                      # verified | unverified | contradicted | too_short
+    score: float                     # share of the sentence's content words found, in order, in the span
+    span_start: int = 0              # the supporting sentences of the passage (character offsets)
+    span_end: int = 0
+    reasons: list[str] = field(default_factory=list)     # why not verified, in words
+    missing: list[str] = field(default_factory=list)     # terms the sentence states that the span lacks
+    conflicts: list[str] = field(default_factory=list)   # what the span states instead
+
+    aligned: bool = False            # its words align with the span (threshold reached), whatever its terms say
+
+    @property
+    def verified(self) -> bool:
+        return self.status == VERIFIED
+
+
+class PassageIndex:
+    """A passage's content words, sentences and key terms, computed once and aligned against many sentences."""
+
+    def __init__(self, text: str, header: str = ""):
+        self.text = text
+        self.header = header
+        heads = _table_header_lines(text)      # a table's header names columns; its rows state the facts
+        self.tokens = [t for t in _content_tokens(text) if not any(a <= t[1] < b for a, b in heads)]
+        self.stems = [s for s, _, _ in self.tokens]
+        self.sentences = sentence_spans(text)
+        self.header_names = names(header)
+
+    def _expand(self, a: int, b: int) -> tuple[int, int]:
+        """Character range [a, b) grown to whole sentences/lines of the passage."""
+        lo, hi = a, b
+        for s, e in self.sentences:
+            if e > a and s < b:
+                lo, hi = min(lo, s), max(hi, e)
+        return lo, hi
+
+    def table_header(self, a: int) -> list[str] | None:
+        """The header cells of the markdown table whose row starts at ``a`` (None outside a table)."""
+        line_start = self.text.rfind("\n", 0, a) + 1
+        lines = self.text[:line_start].split("\n")[:-1]
+        row = self.text[line_start:self.text.find("\n", a) if "\n" in self.text[a:] else len(self.text)]
+        if not row.lstrip().startswith("|"):
+            return None
+        block = []
+        for line in reversed(lines):
+            if not line.lstrip().startswith("|"):
+                break
+            block.append(line)
+        block.reverse()
+        if len(block) >= 2 and re.fullmatch(r"[\s|:\-]+", block[1]):
+            return _cells(block[0])
+        return None
+
+    def best_window(self, stems: list[str], key_stems: frozenset[str] = frozenset()) -> tuple[float, int, int]:
+        """(in-order coverage, start char, end char) of the best compact window for ``stems``; windows that
+        hold the sentence's names and numbers (``key_stems``) win ties of plain words."""
+        if not stems or not self.stems:
+            return 0.0, 0, 0
+        uniq = list(dict.fromkeys(stems))
+        want = set(uniq)
+        width = int(len(uniq) * WINDOW_FACTOR) + WINDOW_SLACK
+        best = (0, 0, 0, 0, 0)         # (weighted lcs, lcs, -span length, start token, end token)
+        starts = [i for i, s in enumerate(self.stems) if s in want]
+        for i in starts:
+            window = self.stems[i:i + width]
+            n, used = _lcs(uniq, window)
+            if not used:
+                continue
+            weight = n + sum(window[j] in key_stems for j in used)
+            key = (weight, n, -(used[-1] - used[0]), i + used[0], i + used[-1])
+            if key > best:
+                best = key
+        _, n, _, ti, tj = best
+        if n == 0:
+            return 0.0, 0, 0
+        return n / len(uniq), self.tokens[ti][1], self.tokens[tj][2]
+
+    def align(self, sentence: str, *, threshold: float = 0.5) -> Alignment:
+        stems = content_stems(sentence)
+        if len(set(stems)) < MIN_CONTENT_WORDS:
+            return Alignment(status=TOO_SHORT, score=0.0, reasons=["too short to check"])
+        keys = frozenset(content_stems(" ".join([*numbers(sentence).values(), *names(sentence).values(),
+                                                 *proper_nouns(sentence).values()])))
+        score, a, b = self.best_window(stems, keys)
+        if score == 0.0:
+            return Alignment(status=UNVERIFIED, score=0.0, reasons=["no words of the sentence are in the passage"])
+        a, b = self._expand(a, b)
+        span = self.text[a:b]
+        header = self.table_header(a)
+        if header is not None:            # a table row also says what its header says ("75%" is a Memory Reduction)
+            cover = set(content_stems(span)) | set(content_stems(" ".join(header)))
+            uniq = set(stems)
+            score = max(score, len(uniq & cover) / len(uniq))
+        missing, conflicts, reasons = _compare_terms(sentence, span, self.header_names, self.text + "\n" + self.header)
+        if header is not None:            # a table row: a term must sit in the column the sentence names
+            col_conflicts, col_reasons = _compare_columns(sentence, span, header)
+            if col_conflicts:
+                conflicts = col_conflicts
+                reasons = col_reasons + [r for r in reasons if not r.startswith("the passage says")]
+                missing = missing + [c for c in col_conflicts if c not in missing]
+        elif not conflicts:               # prose: a number must be about what the sentence says it is about
+            conflicts, ctx_reasons = _compare_context(sentence, span)
+            reasons += ctx_reasons
+            missing = missing + [c for c in conflicts if c not in missing]
+        if score < threshold:
+            return Alignment(status=UNVERIFIED, score=score, span_start=a, span_end=b, missing=missing,
+                             conflicts=conflicts, reasons=[f"only {score:.0%} of its words are in one place of the "
+                                                           f"passage"] + reasons)
+        if conflicts:
+            return Alignment(status=CONTRADICTED, score=score, span_start=a, span_end=b, missing=missing,
+                             conflicts=conflicts, reasons=reasons, aligned=True)
+        if missing:
+            return Alignment(status=UNVERIFIED, score=score, span_start=a, span_end=b, missing=missing, reasons=reasons,
+                             aligned=True)
+        return Alignment(status=VERIFIED, score=score, span_start=a, span_end=b, aligned=True)
+
+
+def _compare_terms(sentence: str, span: str, header_names: dict[str, str],
+                   passage_text: str = "") -> tuple[list[str], list[str], list[str]]:
+    """(missing terms, the span's alternatives, reasons) for the key terms of ``sentence`` against ``span``."""
+    missing, conflicts, reasons = [], [], []
+    s_num, p_num = numbers(sentence), numbers(span)
+    s_names, p_names = names(sentence), names(span)
+    # Numbers: whole tokens with units. A name that is also a number token (FP16, 8x7B) is compared once, here.
+    extra_nums = [v for k, v in p_num.items() if k not in s_num]
+    for k, v in s_num.items():
+        if k in p_num:
+            continue
+        missing.append(v)
+        same_unit = [x for x in extra_nums if _unit(number_key(x)) == _unit(k)]
+        alts = (same_unit or extra_nums)[:2]
+        if alts:
+            conflicts.extend(x for x in alts if x not in conflicts)
+            reasons.append(f"the passage says {' / '.join(alts)}, not {v}")
+        else:
+            reasons.append(f"{v} is not in the passage")
+    num_keys = set(s_num) | set(p_num)
+    extra_names = [v for k, v in p_names.items() if k not in s_names and k not in num_keys]
+    for k, v in s_names.items():
+        if k in num_keys or k in p_names or k in header_names:
+            continue
+        # A name may be spelled as plain words in the span ("LoRA" vs "lora"): accept a case-insensitive hit.
+        if re.search(rf"(?<![\w]){re.escape(v.casefold())}(?![\w])", span.casefold()):
+            continue
+        missing.append(v)
+        if extra_names:
+            conflicts.extend(x for x in extra_names[:2] if x not in conflicts)
+            reasons.append(f"the passage says {' / '.join(extra_names[:2])}, not {v}")
+        else:
+            reasons.append(f"{v} is not in the passage")
+    for k, v in proper_nouns(sentence).items():
+        if k in s_names or k in num_keys or k in header_names:
+            continue
+        if not re.search(rf"(?<![\w]){re.escape(k)}(?![\w])", passage_text.casefold()):
+            missing.append(v)
+            reasons.append(f"{v} is not in the passage")
+    s_opp, p_opp = opposites(sentence), opposites(span)
+    for w in sorted(s_opp - p_opp):
+        alt = sorted(_OPPOSITE_OF[w] & p_opp)
+        if alt:
+            missing.append(w)
+            conflicts.extend(x for x in alt if x not in conflicts)
+            reasons.append(f"the passage says {' / '.join(alt)}, not {w}")
+    return missing, conflicts, reasons
+
+
+def _table_header_lines(text: str) -> list[tuple[int, int]]:
+    """Character ranges of markdown table header rows and their separator rows."""
+    lines, pos = [], 0
+    for line in text.split("\n"):
+        lines.append((pos, pos + len(line), line))
+        pos += len(line) + 1
+    out = []
+    for (a, b, line), (c, d, nxt) in zip(lines, lines[1:]):
+        if line.lstrip().startswith("|") and nxt.strip() and re.fullmatch(r"[\s|:\-]+", nxt):
+            out += [(a, b), (c, d)]
+    return out
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip().strip("*").strip() for c in row.strip().strip("|").split("|")]
+
+
+def _context(text: str, start: int, end: int, width: int = 3) -> set[str]:  # noqa: D401
+    """Content stems within ``width`` words either side of text[start:end], numbers excluded."""
+    before = [s for s in content_stems(text[:start]) if not any(ch.isdigit() for ch in s)][-width:]
+    after = [s for s in content_stems(text[end:]) if not any(ch.isdigit() for ch in s)][:width]
+    return set(before) | set(after)
+
+
+def _term_positions(text: str) -> list[tuple[str, str, int, int]]:
+    """(key, as written, start, end) of every number and name in ``text``."""
+    t = normalise(text)
+    out = [(number_key(m.group(0).strip()), m.group(0).strip(), m.start(), m.end()) for m in _NUM.finditer(t)]
+    out += [(m.group(0).strip("-").casefold().replace("-", ""), m.group(0).strip("-"), m.start(), m.end())
+            for m in _NAME.finditer(t)]
+    return out
+
+
+def _compare_context(sentence: str, span: str) -> tuple[list[str], list[str]]:
+    """Numbers the span states but about something else: "8 active" where the span's "8" counts experts and
+    "12.9B" is what is active. (conflicts, reasons)."""
+    conflicts, reasons = [], []
+    s_terms = [t for t in _term_positions(sentence) if t[0] in numbers(sentence)]
+    p_terms = [t for t in _term_positions(span) if t[0] in numbers(span)]
+    s_keys = {t[0] for t in s_terms}
+    for key, shown, a, b in s_terms:
+        ctx = _context(sentence, a, b)
+        here = [(pa, pb) for k, _, pa, pb in p_terms if k == key]
+        if not ctx or not here or any(ctx & _context(span, pa, pb) for pa, pb in here):
+            continue
+        alts = [w for k, w, pa, pb in p_terms if k not in s_keys and ctx & _context(span, pa, pb)]
+        if alts:
+            conflicts.append(alts[0])
+            reasons.append(f"the passage says {alts[0]}, not {shown}")
+    return conflicts, reasons
+
+
+def _compare_columns(sentence: str, row: str, header: list[str]) -> tuple[list[str], list[str]]:
+    """In a table row, a term the sentence ties to a column ("the technique is INT4") must be that column's
+    value: INT4 sits under Method while Techniques says NF4. (conflicts, reasons)."""
+    rows = [_cells(r) for r in row.split("\n") if r.lstrip().startswith("|")]
+    rows = [r for r in rows if len(r) == len(header)]
+    if not rows:
+        return [], []
+    head_stems = [set(content_stems(h)) for h in header]
+    s_nums, s_names = numbers(sentence), names(sentence)
+    s_keys = set(s_nums) | set(s_names)
+    conflicts, reasons = [], []
+    best = None                                        # (distance, column, value, cell)
+    for key, shown, a, b in _term_positions(sentence):
+        cells = next((r for r in rows if any(key in set(numbers(c)) | set(names(c)) for c in r)), None)
+        if cells is None:
+            continue
+        col = next(j for j, c in enumerate(cells) if key in set(numbers(c)) | set(names(c)))
+        ctx = _context(sentence, a, b, width=4)
+        if ctx & head_stems[col]:
+            continue                                    # "4-bit precision": the column the sentence names
+        for j, h in enumerate(head_stems):
+            if j == col or not (ctx & h):
+                continue
+            other = [v for k, v in {**numbers(cells[j]), **names(cells[j])}.items() if k not in s_keys]
+            if not other:
+                continue
+            words = [m for m in re.finditer(r"[A-Za-z]+", sentence) if set(content_stems(m.group(0))) & h]
+            dist = min(min(abs(m.start() - b), abs(a - m.end())) for m in words) if words else 99
+            if best is None or dist < best[0]:
+                best = (dist, j, other[0], cells[j])
+    if best is not None:
+        _, j, value, cell = best
+        conflicts.append(value)
+        reasons.append(f"the passage's {header[j]} column says {cell}")
+    return conflicts, reasons
+
+
+def align(sentence: str, passage: str, header: str = "", *, threshold: float = 0.5) -> Alignment:
+    """Align one sentence with one passage (see the module docstring)."""
+    return PassageIndex(passage, header).align(sentence, threshold=threshold)

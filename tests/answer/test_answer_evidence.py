@@ -1,0 +1,88 @@
+"""Evidence sentences (what the LLM reads, what the user sees first), loop stopping, short answers."""
+
+from __future__ import annotations
+
+from answer.answerer import Answerer, Evidence, find_loop
+from answer.evidence import select_sentences, span_lines
+from answer.llm import FakeLLM
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_the_answering_sentences_are_chosen_in_order_within_the_budget(hits):
+    sel = select_sentences("Is the LoRA update merged into the weights at inference?", hits,
+                           count_tokens=words, budget_tokens=30)
+    assert sel.best.hit.chunk_id == "lora" and "merged into the weights" in sel.best.text
+    assert sum(words(t) + 2 for t in sel.excerpts.values()) <= 30 + 2
+    lora = hits[0].text
+    excerpt = sel.excerpts["lora"]
+    assert lora.index(excerpt.split(" … ")[0]) <= lora.index("At inference")    # passage order kept
+
+
+def test_the_best_passage_keeps_its_best_sentence_even_over_budget(hits):
+    sel = select_sentences("byte pair encoding merges", hits, count_tokens=words, budget_tokens=1)
+    assert list(sel.excerpts) == [hits[0].chunk_id] and len(sel.quotes) == 1
+
+
+def test_a_table_row_brings_its_header(make_hit):
+    table = ("| Method | Precision | Techniques |\n|---|---|---|\n| **INT8** | 8-bit | Post-training |\n"
+             "| **INT4** | 4-bit | Advanced techniques (NF4) |")
+    sel = select_sentences("Which technique does INT4 use?", [make_hit(table, rank=1, chunk_id="q")],
+                           count_tokens=words, budget_tokens=20)
+    assert sel.excerpts["q"] == "| Method | Precision | Techniques |\n| **INT4** | 4-bit | Advanced techniques (NF4) |"
+
+
+def test_span_lines_count_the_chunk_line_breaks(make_hit):
+    h = make_hit("first line\nsecond line\nthird line", rank=1, chunk_id="x")
+    first = h.payload["lines"][0]
+    a = h.text.index("second")
+    assert span_lines(h, a, a + len("second line")) == (first + 1, first + 1)
+
+
+def test_the_quote_comes_before_the_first_token_and_the_model_reads_the_excerpts(settings, embedder, hits):
+    llm = FakeLLM()
+    evs = list(Answerer(settings, llm=llm, embedder=embedder).stream("Does LoRA merge into the weights?", hits))
+    assert isinstance(evs[0], Evidence) and evs[0].quote.hit.chunk_id == "lora"
+    user = llm.calls[-1]["messages"][1]["content"]
+    res = evs[-1]
+    assert all(p.excerpt is not None and p.excerpt in user.replace("\n", "\n") or p.excerpt for p in res.passages)
+    assert res.evidence and res.evidence[0]["quote"] and res.evidence[0]["lines"][0] >= 1
+
+
+def test_passages_mode_sends_whole_passages(settings, embedder, hits):
+    s = settings.model_copy(update={"answer_context": "passages"})
+    llm = FakeLLM()
+    res = Answerer(s, llm=llm, embedder=embedder).answer("Does LoRA merge into the weights?", hits)
+    assert all(p.excerpt is None for p in res.passages)
+    assert hits[0].text.split(".")[0] in llm.calls[-1]["messages"][1]["content"]
+
+
+def test_loops_are_found_and_cut():
+    looped = "TensorRT-LLM is fast. It needs NVIDIA GPUs and a build step. It needs NVIDIA GPUs and a build step."
+    cut = find_loop(looped, 6)
+    assert cut is not None and looped[:cut].strip() == "TensorRT-LLM is fast. It needs NVIDIA GPUs and a build step."
+    assert find_loop("One two three four five six seven eight nine ten.", 4) is None
+
+
+def test_a_looping_model_is_stopped(settings, embedder, hits):
+    bullet = "- LoRA merges the update into the weights at inference "
+    llm = FakeLLM({"LoRA": bullet * 30})
+    res = Answerer(settings, llm=llm, embedder=embedder).answer("Does LoRA merge into the weights?", hits)
+    assert res.stopped_loop and res.raw_answer.count("merges the update") == 1
+    assert any("repeating" in w for w in res.warnings)
+
+
+def test_a_short_right_answer_is_too_short_to_check_not_refused(settings, embedder, hits):
+    res = Answerer(settings, llm=FakeLLM({"quantized": "4-bit [4]."}), embedder=embedder).answer(
+        "What is the base model quantized to in QLoRA?", hits)
+    assert not res.refused and res.status == "too_short"
+    (c,) = res.citations
+    assert c.status == "too_short" and res.answer.startswith("4-bit [")
+
+
+def test_a_short_answer_from_nowhere_is_refused(settings, embedder, hits):
+    res = Answerer(settings, llm=FakeLLM({"quantized": "Zebras [1]."}), embedder=embedder).answer(
+        "What is the base model quantized to in QLoRA?", hits)
+    assert res.refused and res.status == "refused"

@@ -1,0 +1,89 @@
+"""The verifier: a sentence is verified only by one aligned span that states the same numbers, names and sides."""
+
+from __future__ import annotations
+
+import pytest
+
+from answer.verify import (CONTRADICTED, TOO_SHORT, UNVERIFIED, VERIFIED, align, names, number_key, numbers,
+                           proper_nouns)
+
+MOE = ("Replace the dense FFN in each Transformer layer with N expert FFNs and a learned router. Each token is routed "
+       "to the top-k experts (typically 2 of 8). Mixtral 8×7B has 46.7B total but only activates 12.9B per token. "
+       "Main challenge: router collapse.")
+CONSTRAINTS = """| Method | Type | Flexibility | Speed | Implementation Complexity |
+|--------|------|-------------|-------|-------------------------|
+| **Templatic** | Hard constraints | Low | Fast | Medium |
+| **Sample-then-Rank** | Soft constraints | High | Slow | Low |
+| **FUDGE** | Soft constraints | High | Medium | High |"""
+QUANT = """| Method | Precision | Techniques | Memory Reduction | Performance Impact | Use Case |
+|--------|-----------|------------|------------------|-------------------|----------|
+| **INT8** | 8-bit | Post-training quantization | 75% | Small | Inference optimization |
+| **INT4** | 4-bit | Advanced techniques (NF4) | 87.5% | Moderate | Memory-constrained inference |"""
+COT = ('Q: "What is the capital of Australia?"\nCoT: "Australia is a large country. Its largest and most famous city '
+       'is Sydney. Therefore the capital is Sydney."\nA: "Sydney"   ← Wrong. The capital is Canberra.')
+
+
+@pytest.mark.parametrize("sentence, passage, status, reason", [
+    # the issue's examples: a wrong figure, side or method next to the passage's own words
+    ("Mixtral 8x7B has 46.7B total parameters and 8 active parameters.", MOE, CONTRADICTED,
+     "the passage says 12.9B, not 8"),
+    ("FUDGE is a hard constraint method.", CONSTRAINTS, CONTRADICTED, "the passage says soft, not hard"),
+    ("The technique underlying 4-bit quantization is INT4.", QUANT, CONTRADICTED,
+     "the passage's Techniques column says Advanced techniques (NF4)"),
+    ("INT4 reduces memory by 75%.", QUANT, CONTRADICTED, "the passage's Memory Reduction column says 87.5%"),
+    ("QLoRA fine-tunes a 70B model on one GPU.", "QLoRA fine-tunes a 65B model on one 48GB GPU.", CONTRADICTED,
+     "the passage says 65B, not 70B"),
+])
+def test_contradictions_are_caught_and_named(sentence, passage, status, reason):
+    a = align(sentence, passage)
+    assert a.status == status and reason in a.reasons, (a.status, a.reasons)
+    assert not a.verified and a.aligned          # about the passage, but wrong
+
+
+@pytest.mark.parametrize("sentence, passage", [
+    ("Mixtral 8x7B has 46.7B total parameters and activates 12.9B per token.", MOE),
+    ("Mixtral has 46.7 billion total parameters and 12.9 billion active per token.", MOE),
+    ("Each token is routed to 2 of 8 experts.", MOE),
+    ("FUDGE is a soft constraint method.", CONSTRAINTS),
+    ("4-bit quantization uses advanced techniques such as NF4.", QUANT),
+    ("INT4 uses 4-bit precision and reduces memory by 87.5%.", QUANT),
+    ("INT8 gives 75% memory reduction with small performance impact.", QUANT),   # the header names the columns
+    ("The capital of Australia is Canberra.", COT),
+])
+def test_right_sentences_verify(sentence, passage):
+    a = align(sentence, passage)
+    assert a.status == VERIFIED, a.reasons
+    assert a.span_end > a.span_start and passage[a.span_start:a.span_end].strip()
+
+
+def test_scattered_words_do_not_verify():
+    passage = ("Attention weights tokens. " + "Filler sentence about something else entirely here. " * 6
+               + "Caching stores keys. " + "More unrelated filler text goes on and on. " * 6 + "Values are reused.")
+    a = align("Attention caching reuses values.", passage)
+    assert a.status == UNVERIFIED and a.score < 0.5
+
+
+def test_a_heading_alone_never_verifies():
+    a = align("Rotary embeddings rotate queries and keys.", "It is used by most open models today.",
+              header="Guide › Rotary embeddings rotate queries and keys")
+    assert a.status == UNVERIFIED
+
+
+def test_missing_term_without_an_alternative_is_named():
+    a = align("LoRA trains low-rank adapters with AdamW.", "LoRA trains low-rank adapters while the base stays frozen.")
+    assert a.status == UNVERIFIED and "AdamW is not in the passage" in a.reasons
+
+
+def test_short_sentences_are_too_short_to_check_not_unsupported():
+    a = align("NF4.", QUANT)
+    assert a.status == TOO_SHORT and a.reasons == ["too short to check"]
+
+
+def test_terms_are_read_as_whole_tokens_with_units():
+    assert number_key("12.9 billion") == number_key("12.9B") == "12.9b"
+    assert number_key("4-bit") == "4bit" and number_key("1,000") == "1000"
+    assert set(numbers("Mixtral 8×7B routes to 2 of 8")) == {"8x7b", "2", "8"}
+    assert "8" not in numbers("Mixtral 8x7B")                     # '8' is not '8x7B'
+    assert set(names("NF4 and INT4 with LoRA, QLoRA, GPT-4 and FUDGE")) == {"nf4", "int4", "lora", "qlora", "gpt4",
+                                                                           "fudge"}
+    assert set(proper_nouns("The capital of Australia is Canberra.")) == {"australia", "canberra"}
