@@ -17,7 +17,8 @@ def write(tmp_path, lines):
     return p
 
 
-GOOD = {"id": "a", "kind": "answerable", "turns": ["what is lora?"], "evidence": ["low-rank"], "answer_keywords": ["rank"]}
+GOOD = {"id": "a", "kind": "answerable", "turns": ["what is lora?"], "evidence": ["low-rank"], "answer_keywords": ["rank"],
+        "answer_facts": [["low rank", "low-rank"]]}
 
 
 @pytest.mark.parametrize("bad,msg", [
@@ -109,7 +110,8 @@ def test_one_answered_question_with_fake_llm_and_fake_judge(tmp_path, guides_cop
     run_ingest(s, embedder=HashEmbedder(), progress=False)
     golden = tmp_path / "one.jsonl"
     golden.write_text(json.dumps({"id": "q", "kind": "answerable", "turns": ["What does the KV cache store?"],
-                                  "evidence": ["KV cache"], "answer_keywords": ["cache"]}) + "\n"
+                                  "evidence": ["KV cache"], "answer_keywords": ["cache"],
+                                  "answer_facts": [["cache"]]}) + "\n"
                       + json.dumps({"id": "u", "kind": "unanswerable", "turns": ["What is the capital of Mongolia?"],
                                     "evidence": [], "answer_keywords": []}) + "\n")
     pipe = Pipeline(s, embedder=HashEmbedder())
