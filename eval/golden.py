@@ -13,7 +13,7 @@ state, every one of them; each fact is a list of acceptable variants. A variant 
 when, after both are normalised (NFKC, case-folded, every run of non-alphanumerics to one space,
 see ``ingest.clean.normalise_for_match``), it occurs there as whole words: "8" does not match inside
 "128" or "8x7b". A variant ending in ``*`` matches any word that starts with it ("rotat*" matches
-"rotary" and "rotation").
+"rotate" and "rotation", not "rotary").
 
 Tune/test split (issue 12: choose on data that did not choose): a question's part is fixed by
 ``sha256(SPLIT_SEED + ":" + id)`` alone, read as a number in [0, 1): below ``TEST_SHARE`` it is in
