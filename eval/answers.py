@@ -1,15 +1,52 @@
-"""Answer metrics: deterministic ones (keywords, citations, refusals) and ragas' LLM-judged ones."""
+"""Answer metrics: deterministic ones (correctness, keywords, citations, refusals) and ragas' LLM-judged ones.
+
+Correctness (issue 9, section 4): an answer to an answerable or follow-up question is correct when it
+is not refused, states every one of the question's ``answer_facts`` (some variant of each, see
+``eval.golden.states``) and states no number that appears in none of the passages the model saw
+(numbers as ``answer.citations.numbers`` reads them, the [n] markers and list enumerators "1." at a
+line start left out). An answer to an unanswerable question is correct when it is a refusal.
+Verified precision: of the answers whose citations are all verified (at least one citation, not
+refused), the share that are correct.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import statistics
+import re
 import sys
 
 from tqdm import tqdm
 
-from .golden import GoldenItem
+from answer.citations import numbers, strip_markers
+
+from .golden import GoldenItem, missing_facts
+
+_ENUMERATOR = re.compile(r"^[ \t]*(?:[-*•][ \t]*)?\(?\d{1,2}[.)](?=\s)", re.M)
+
+
+def stated_text(answer: str) -> str:
+    """The answer's words as a reader sees them: no [n] markers."""
+    return "\n".join(strip_markers(line) for line in answer.split("\n"))
+
+
+def unsupported_numbers(answer: str, passages: list[str]) -> list[str]:
+    """Numbers the answer states that none of the passages states (list enumerators like '2.' ignored)."""
+    seen = set().union(*(numbers(p) for p in passages)) if passages else set()
+    return sorted(numbers(_ENUMERATOR.sub(" ", stated_text(answer))) - seen)
+
+
+def judge_answer(item: GoldenItem, answer: str, refused: bool, passages: list[str], citations: list[dict]) -> dict:
+    """Correctness of one answer: the facts it misses, the numbers no passage states, whether it is verified."""
+    verified = (not refused) and bool(citations) and all(c["verified"] for c in citations)
+    if not item.answerable:
+        return {"correct": refused, "missing_facts": [], "unsupported_numbers": [], "fully_verified": verified}
+    text = stated_text(answer)
+    missing = missing_facts(text, item.answer_facts)
+    extra = unsupported_numbers(answer, passages) if not refused else []
+    return {"correct": (not refused) and not missing and not extra, "missing_facts": missing,
+            "unsupported_numbers": extra, "fully_verified": verified}
 
 
 def _kw_hits(answer: str, keywords: list[str]) -> float:
@@ -27,6 +64,7 @@ def answer_record(pipe, item: GoldenItem, relevant: set[str], by_id: dict, lat: 
         lat.setdefault(k, []).append(v)
     cites = [c.to_json() for c in a.citations]
     used = [p.hit for p in a.passages]
+    seen = [p.hit.text + "\n" + p.header for p in a.passages]     # what the model saw, headers included
     return {
         "answer": a.answer,
         "refused": a.refused,
@@ -39,6 +77,7 @@ def answer_record(pipe, item: GoldenItem, relevant: set[str], by_id: dict, lat: 
                         and all(k.casefold() in a.answer.casefold() for k in item.answer_keywords),
         "used_passages": [h.payload["text"] for h in used],
         "used_relevant": any(h.chunk_id in relevant for h in used),
+        **judge_answer(item, a.answer, a.refused, seen, cites),
         "timings_ms": {k: round(v, 1) for k, v in res.timings_ms.items()},
     }
 
@@ -52,8 +91,15 @@ def deterministic_summary(records: list[dict]) -> dict:
     ans = [r for r in records if r["kind"] != "unanswerable" and "answer" in r]
     una = [r for r in records if r["kind"] == "unanswerable" and "answer" in r]
     cites = [c for r in ans for c in r["citations"]]
+    verified = [r for r in ans + una if r.get("fully_verified")]
     out = {
         "answered_questions": len(ans) + len(una),
+        "correctness": _mean([float(r["correct"]) for r in ans]),
+        "correct_answers": sum(bool(r["correct"]) for r in ans),
+        "verified_answers": len(verified),
+        "verified_precision": _mean([float(r["correct"]) for r in verified]),
+        "refused_unanswerable": sum(bool(r["refused"]) for r in una),
+        "false_refusals": sum(bool(r["refused"]) for r in ans),
         "keyword_all_share": _mean([float(r["all_keywords"]) for r in ans]),
         "keyword_recall": _mean([r["keyword_recall"] for r in ans]),
         "citation_verified_share": _mean([float(c["verified"]) for c in cites]),

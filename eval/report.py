@@ -13,9 +13,18 @@ from pathlib import Path
 RET_KEYS = ["hit@1", "hit@5", "mrr@10", "ndcg@10", "recall@5", "recall@10", "ragas_context_precision", "ragas_context_recall"]
 
 
+PART_RET_KEYS = ["n", "hit@1", "hit@5", "mrr@10", "ndcg@10", "won", "lost"]
+PART_ANS_KEYS = ["correctness", "correct_answers", "verified_answers", "verified_precision", "refused_unanswerable",
+                 "refusal_accuracy_unanswerable", "false_refusals", "false_refusal_rate_answerable"]
+
+
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v).replace("|", "/") or "–"
     if isinstance(v, float):
         return f"{v:.3f}"
     return str(v)
@@ -26,7 +35,7 @@ def md_table(rows: list[dict], cols: list[str], first: str) -> str:
     return head + "".join("| " + " | ".join([r["_name"], *(_fmt(r.get(c)) for c in cols)]) + " |\n" for r in rows)
 
 
-def render_markdown(m: dict) -> str:
+def render_markdown(m: dict, per_question: list[dict] | None = None) -> str:
     out = [f"# guides-qa eval report\n", f"- run: {m['run']['date']} on {m['run']['machine']}",
            f"- golden set: `{m['run']['golden']}` ({m['run']['n_questions']} questions: "
            + ", ".join(f"{k} {v}" for k, v in m['run']['kinds'].items()) + ")",
@@ -46,6 +55,8 @@ def render_markdown(m: dict) -> str:
         out.append("\n### By question kind (default pipeline)\n")
         rows = [{"_name": k, **v} for k, v in m["retrieval_by_kind"].items()]
         out.append(md_table(rows, ["n", "hit@1", "hit@5", "mrr@10", "ndcg@10"], "kind"))
+    if m.get("by_part"):
+        out.extend(_render_parts(m))
     if m.get("answers"):
         a = m["answers"]
         out.append("\n## Answers\n")
@@ -57,11 +68,43 @@ def render_markdown(m: dict) -> str:
                        f"({', '.join(f'{k}: {v}' for k, v in a['judge_failures_by_metric'].items())}); "
                        "each ragas mean covers only the answers it could score. First errors:\n")
             out.extend(f"- `{e}`" for e in a.get("judge_errors", []))
+    if m.get("answers") and any("answers" in p for p in m.get("by_part", {}).values()):
+        out.append("\n### Correctness by part\n")
+        out.append("Correct: not refused, states every answer fact, and no number that none of its passages states. "
+                   "Verified precision: the share of answers with every citation verified that are correct.\n")
+        rows = [{"_name": part, "n": p["n"], **p["answers"]} for part, p in m["by_part"].items() if "answers" in p]
+        out.append(md_table(rows, ["n", *PART_ANS_KEYS], "part"))
+    answered = [q for q in per_question or [] if "correct" in q]
+    if answered:
+        out.append("\n### Per question\n")
+        rows = [{"_name": q["id"], **q} for q in answered]
+        out.append(md_table(rows, ["part", "kind", "correct", "refused", "missing_facts", "unsupported_numbers",
+                                   "fully_verified"], "id"))
     out.append("\n## Latency (ms)\n")
     rows = [{"_name": k, **v} for k, v in m["latency_ms"].items()]
     out.append(md_table(rows, ["n", "p50", "p95", "max"], "stage"))
     out.append("\nPer-question results: `questions.jsonl` (rank of the first relevant passage, answer, citations, scores).\n")
     return "\n".join(out)
+
+
+def _render_parts(m: dict) -> list[str]:
+    sp = m["run"].get("split") or {}
+    out = ["\n## Tune / test split\n",
+           f"Parts fixed by sha256(seed:id), seed `{sp.get('seed')}`, test share {sp.get('test_share')}; "
+           f"this run: `{sp.get('part', 'all')}`. Decisions are made on `tune` and reported on `test`. "
+           "won / lost: questions whose first relevant passage this ablation ranks better / worse than the hybrid "
+           "order (a miss in the top 10 ranks below every hit).\n"]
+    rows = []
+    for part, p in m["by_part"].items():
+        kinds = ", ".join(f"{k} {v}" for k, v in p.get("kinds", {}).items())
+        for a, r in p["retrieval"].items():
+            vs = r.get("vs_hybrid") or {}
+            rows.append({"_name": f"{part} ({kinds})" if a == next(iter(p["retrieval"])) else part,
+                         "ablation": a, **r, "won": vs.get("won"), "lost": vs.get("lost")})
+    head = "| part | ablation | " + " | ".join(PART_RET_KEYS) + " |\n|" + "---|" * (len(PART_RET_KEYS) + 2) + "\n"
+    out.append(head + "".join(f"| {r['_name']} | {r['ablation']} | " + " | ".join(_fmt(r.get(k)) for k in PART_RET_KEYS)
+                              + " |\n" for r in rows))
+    return out
 
 
 def _plot_png(fig) -> str:
@@ -145,7 +188,7 @@ def _md_to_html(md: str) -> str:
 def write_outputs(out: Path, metrics: dict, per_question: list[dict], latencies: dict[str, list[float]]) -> None:
     """Write all files into a temp folder first, then move them in, so a failed run leaves no half report."""
     out.mkdir(parents=True, exist_ok=True)
-    md = render_markdown(metrics)
+    md = render_markdown(metrics, per_question)
     files = {
         "metrics.json": json.dumps(metrics, indent=1, ensure_ascii=False),
         "questions.jsonl": "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in per_question),
@@ -165,7 +208,7 @@ def compare(old: dict, new: dict) -> str:
     def walk(a, b, path):
         if isinstance(a, dict) and isinstance(b, dict):
             for k in b:
-                if k in a:
+                if k in a and k != "kinds":
                     walk(a[k], b[k], f"{path}.{k}" if path else k)
         elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
             if not (math.isnan(a) or math.isnan(b)):
@@ -173,7 +216,7 @@ def compare(old: dict, new: dict) -> str:
                 mark = "" if abs(d) < 1e-9 else ("  ▲" if d > 0 else "  ▼")
                 lines.append(f"{path:<48} {a:>10.3f} -> {b:>10.3f}  ({d:+.3f}){mark}")
 
-    for section in ("retrieval", "retrieval_by_kind", "answers", "latency_ms"):
+    for section in ("retrieval", "retrieval_by_kind", "by_part", "answers", "latency_ms"):
         if section in old and section in new:
             walk(old[section], new[section], section)
     return "\n".join(lines) if lines else "No shared figures to compare."

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from guides_qa.config import Settings
 from guides_qa.pipeline import Pipeline
 
-from .golden import GoldenItem, load_golden
+from .golden import PARTS, SPLIT_SEED, TEST_SHARE, GoldenItem, load_golden, select_part
 from .report import write_outputs
 from .retrieval import first_relevant_rank, qrels_for, retrieval_metrics
 
@@ -64,21 +64,64 @@ def _machine() -> str:
 
 
 def run_eval(settings: Settings, golden: Path, *, out: Path, limit: int | None = None, retrieve_only: bool = False,
-             pipeline: Pipeline | None = None, judge="settings", progress: bool = True) -> dict:
-    """``judge``: a ragas judge, None to skip LLM-judged metrics, or "settings" to load settings.judge."""
-    items = load_golden(golden)                       # validated before any work
+             pipeline: Pipeline | None = None, judge="settings", progress: bool = True, split: str = "all") -> dict:
+    """``judge``: a ragas judge, None to skip LLM-judged metrics, or "settings" to load settings.judge.
+
+    ``split``: "tune" or "test" runs one part of the golden set (see eval.golden), "all" both.
+    """
+    items = select_part(load_golden(golden), split)   # validated before any work
     if limit:
         items = items[:limit]
     own = pipeline is None
     pipe = pipeline or Pipeline(settings)
     try:
-        return _run(settings, golden, items, pipe, out=out, retrieve_only=retrieve_only, judge=judge, progress=progress)
+        return _run(settings, golden, items, pipe, out=out, retrieve_only=retrieve_only, judge=judge, progress=progress,
+                    split=split)
     finally:
         if own:
             pipe.close()
 
 
-def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress) -> dict:
+def wins_losses(runs: dict[str, list[str]], base: dict[str, list[str]], qrels: dict[str, set[str]]) -> dict[str, int]:
+    """Questions where ``runs`` ranks the first relevant passage better (won) or worse (lost) than ``base``.
+
+    A question whose relevant passage is missing from a top-10 ranks below every rank in it.
+    """
+    out = {"won": 0, "lost": 0, "tied": 0}
+    for qid, rel in qrels.items():
+        a = first_relevant_rank(runs.get(qid, []), rel) or RANK_DEPTH + 1
+        b = first_relevant_rank(base.get(qid, []), rel) or RANK_DEPTH + 1
+        out["won" if a < b else "lost" if a > b else "tied"] += 1
+    return out
+
+
+def by_part(items: list[GoldenItem], runs: dict[str, dict[str, list[str]]], qrels: dict[str, set[str]],
+            records: dict[str, dict] | None) -> dict:
+    """Retrieval metrics per ablation, wins/losses against the hybrid order, and answer metrics, per part and overall."""
+    out = {}
+    for part in [*PARTS, "all"]:
+        ids = {i.id for i in items if part == "all" or i.part == part}
+        if not ids:
+            continue
+        q = {k: v for k, v in qrels.items() if k in ids}
+        kinds: dict[str, int] = {}
+        for i in items:
+            if i.id in ids:
+                kinds[i.kind] = kinds.get(i.kind, 0) + 1
+        res: dict = {"n": len(ids), "kinds": kinds, "retrieval": {}}
+        for a, run in runs.items():
+            res["retrieval"][a] = {"n": len(q), **retrieval_metrics(run, q)}
+            if a != "hybrid" and "hybrid" in runs:
+                res["retrieval"][a]["vs_hybrid"] = wins_losses(run, runs["hybrid"], q)
+        if records is not None:
+            from .answers import deterministic_summary
+
+            res["answers"] = deterministic_summary([r for k, r in records.items() if k in ids])
+        out[part] = res
+    return out
+
+
+def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, split="all") -> dict:
     version = pipe.index.refresh()
     if not retrieve_only and judge == "settings":
         from .judge import load_judge
@@ -103,7 +146,7 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress) 
                unit="step", disable=not progress, file=sys.stderr)
     for it in items:
         query = pipe.search_query(it.turns)
-        rec = {"id": it.id, "kind": it.kind, "question": it.question, "turns": it.turns, "search_query": query,
+        rec = {"id": it.id, "part": it.part, "kind": it.kind, "question": it.question, "turns": it.turns, "search_query": query,
                "relevant_chunks": len(qrels.get(it.id, ()))}
         for a in ablations:
             hits, timings = pipe.ranked(query, ablation=a, top_k=RANK_DEPTH)
@@ -150,6 +193,7 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress) 
     metrics = {
         "run": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": _machine(),
                 "golden": str(golden), "n_questions": len(items), "kinds": kinds, "default_pipeline": default,
+                "split": {"part": split, "seed": SPLIT_SEED, "test_share": TEST_SHARE},
                 "retrieve_only": retrieve_only,
                 "reranker_warmup": {"passages": warmed, "seconds": round(warm_s, 2)},
                 "settings_summary": f"embed={settings.embed_model}, fusion={settings.fusion}, "
@@ -160,6 +204,7 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress) 
                   "token_stats": version.meta.get("token_stats")},
         "retrieval": retrieval,
         "retrieval_by_kind": by_kind,
+        "by_part": by_part(items, runs, qrels, None if retrieve_only else per_q),
         "latency_ms": {k: {"n": len(v), "p50": _pct(v, .5), "p95": _pct(v, .95), "max": max(v)}
                        for k, v in lat.items() if v},
     }

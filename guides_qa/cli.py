@@ -246,7 +246,7 @@ def cmd_eval(args) -> int:
     out = Path(args.out)
     try:
         metrics = run_eval(s, Path(args.golden), out=out, limit=args.limit, retrieve_only=args.retrieve_only,
-                           progress=not args.quiet)
+                           progress=not args.quiet, split=args.split)
     except GoldenError as e:
         raise CliError(str(e)) from None
     print((out / "report.md").read_text())
@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     pe = sub.add_parser("eval", parents=[common], help="score retrieval and answers on a golden set")
     pe.add_argument("--golden", default="eval/golden.jsonl", help="JSONL golden set (default eval/golden.jsonl)")
     pe.add_argument("--limit", type=int, help="only the first N questions")
+    pe.add_argument("--split", choices=["tune", "test", "all"], default="all",
+                    help="run one part of the golden set's fixed tune/test split (default all; see eval/golden.py)")
     pe.add_argument("--retrieve-only", action="store_true", help="retrieval metrics only, no LLM")
     pe.add_argument("--out", default="eval/runs/latest", help="output folder (default eval/runs/latest)")
     pe.add_argument("--compare", metavar="OLD_METRICS_JSON", help="print deltas against an earlier metrics.json")

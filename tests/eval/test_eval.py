@@ -17,7 +17,8 @@ def write(tmp_path, lines):
     return p
 
 
-GOOD = {"id": "a", "kind": "answerable", "turns": ["what is lora?"], "evidence": ["low-rank"], "answer_keywords": ["rank"]}
+GOOD = {"id": "a", "kind": "answerable", "turns": ["what is lora?"], "evidence": ["low-rank"], "answer_keywords": ["rank"],
+        "answer_facts": [["low rank", "low-rank"]]}
 
 
 @pytest.mark.parametrize("bad,msg", [
@@ -109,7 +110,8 @@ def test_one_answered_question_with_fake_llm_and_fake_judge(tmp_path, guides_cop
     run_ingest(s, embedder=HashEmbedder(), progress=False)
     golden = tmp_path / "one.jsonl"
     golden.write_text(json.dumps({"id": "q", "kind": "answerable", "turns": ["What does the KV cache store?"],
-                                  "evidence": ["KV cache"], "answer_keywords": ["cache"]}) + "\n"
+                                  "evidence": ["KV cache"], "answer_keywords": ["cache"],
+                                  "answer_facts": [["cache"]]}) + "\n"
                       + json.dumps({"id": "u", "kind": "unanswerable", "turns": ["What is the capital of Mongolia?"],
                                     "evidence": [], "answer_keywords": []}) + "\n")
     pipe = Pipeline(s, embedder=HashEmbedder())
@@ -123,10 +125,14 @@ def test_one_answered_question_with_fake_llm_and_fake_judge(tmp_path, guides_cop
     if a["judged_answers"]:
         assert a["faithfulness"] == 1.0 and a["judge_failures"] == 0   # the fake judge's one statement is supported
     for k in ("faithfulness", "answer_relevancy", "llm_context_precision", "keyword_recall",
-              "citation_verified_share", "refusal_accuracy_unanswerable", "false_refusal_rate_answerable"):
+              "citation_verified_share", "refusal_accuracy_unanswerable", "false_refusal_rate_answerable",
+              "correctness", "verified_precision", "verified_answers", "false_refusals", "refused_unanswerable"):
         assert k in a
     q = [json.loads(l) for l in (tmp_path / "out" / "questions.jsonl").read_text().splitlines()]
     assert "answer" in q[0] and isinstance(q[0]["citations"], list)
+    assert {"correct", "missing_facts", "unsupported_numbers", "fully_verified"} <= set(q[0])
+    assert q[1]["correct"] == q[1]["refused"]                       # unanswerable: correct means refused
+    assert m["by_part"]["all"]["answers"]["correctness"] == a["correctness"]
     assert "first_token" in m["latency_ms"] or q[0]["refused"]
     assert "Answers" in (tmp_path / "out" / "report.md").read_text()
 
