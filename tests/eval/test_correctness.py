@@ -33,7 +33,7 @@ def test_missing_fact_is_wrong_even_when_verified():
 def test_a_number_no_passage_states_is_a_contradiction():
     r = judge_answer(MIXTRAL, "It activates 12.9B of 47B parameters [1].", False, [PASSAGE],
                      [{"n": 1, "verified": False}])
-    assert not r["correct"] and r["missing_facts"] == [] and r["unsupported_numbers"] == ["47"]
+    assert not r["correct"] and r["missing_facts"] == [] and r["unsupported_numbers"] == ["47b"]
     assert not r["fully_verified"]
 
 
@@ -41,7 +41,7 @@ def test_markers_and_list_enumerators_are_not_numbers_the_answer_states():
     text = "Two points:\n1. It activates 12.9B [1][3].\n2) Routing picks 2 of 8 [2].\n  - 3. 46.7B total"
     assert unsupported_numbers(text, [PASSAGE]) == []
     assert unsupported_numbers("Step 5 uses 12.9B.", [PASSAGE]) == ["5"]      # not a list enumerator
-    assert unsupported_numbers("12.9B", []) == ["12.9"]
+    assert unsupported_numbers("12.9B", []) == ["12.9b"]
 
 
 def test_refusals_and_unanswerable_questions():
