@@ -187,15 +187,21 @@ class CitedAnswer:
 
     @property
     def status(self) -> str:
-        """The answer's trust state: verified (every checked sentence verified), contradicted (some sentence
-        states what its passage contradicts), unverified, or too_short (nothing long enough to check)."""
-        sups = [s for c in self.citations for s in c.supports]
-        if any(s.status == CONTRADICTED for s in sups):
+        """The answer's trust state: verified (every sentence long enough to check is verified by one of its
+        cited passages), contradicted (a sentence's passages contradict it and none verifies it), unverified,
+        or too_short (nothing long enough to check)."""
+        by_sentence: dict[str, list[str]] = {}
+        for c in self.citations:
+            for s in c.supports:
+                if s.status != TOO_SHORT:
+                    by_sentence.setdefault(s.sentence, []).append(s.status)
+        states = [VERIFIED if VERIFIED in v else (CONTRADICTED if CONTRADICTED in v else "unverified")
+                  for v in by_sentence.values()]
+        if CONTRADICTED in states:
             return CONTRADICTED
-        checked = [s for s in sups if s.status != TOO_SHORT]
-        if self.uncited_sentences or any(not s.verified for s in checked):
+        if self.uncited_sentences or "unverified" in states:
             return "unverified"
-        return VERIFIED if checked else TOO_SHORT
+        return VERIFIED if states else TOO_SHORT
 
 
 class SupportScorer:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from answer.citations import numbers
 from eval.golden import (GoldenError, GoldenItem, load_golden, missing_facts, select_part, split_of, states,
                          states_fact)
 
