@@ -8,7 +8,7 @@ import pytest
 from guides_qa.pipeline import Pipeline
 from ingest.embed import HashEmbedder
 from ingest.pipeline import run_ingest
-from ingest.store import IndexLayout, IndexLockedError, IndexMissingError, open_qdrant
+from ingest.store import IndexLayout, IndexLockedError, IndexMissingError
 
 
 class CountingEmbedder(HashEmbedder):
@@ -102,18 +102,18 @@ def test_interrupted_ingest_leaves_previous_index_usable(guides_copy, fake_setti
         pass
 
     import ingest.pipeline as ip
-    orig = ip._write_qdrant
+    orig = ip._write_index
 
     def boom(*a, **k):
         orig(*a, **k)
         raise BrokenQdrant("disk full")
 
-    ip._write_qdrant = boom
+    ip._write_index = boom
     try:
         with pytest.raises(BrokenQdrant):
             run_ingest(s, embedder=HashEmbedder(), progress=False)
     finally:
-        ip._write_qdrant = orig
+        ip._write_index = orig
     assert IndexLayout(s).current_vid() == vid
     assert list(IndexLayout(s).versions.glob("*.partial"))
     # The next run cleans up the half-built version and publishes a new one.
@@ -144,10 +144,9 @@ def test_ingest_works_while_another_process_holds_the_index(guides_copy, fake_se
     try:
         assert ready.wait(60)
         old = IndexLayout(s).require_current()
-        # The other process holds the embedded Qdrant folder: opening it here fails with advice...
-        with pytest.raises(IndexLockedError, match="another process"):
-            open_qdrant(s, old.path).close()
-        # ...but an ingest builds a new version beside it and publishes it.
+        # The other process holds the version open; this one reads it at the same time...
+        assert _search_ids(s, "attention")
+        # ...and an ingest builds a new version beside it and publishes it.
         (guides_copy / "extra.md").write_text("# Extra\n\n## Topic\n\nSpeculative decoding drafts tokens with a small model.\n")
         summary = run_ingest(s, embedder=HashEmbedder(), progress=False)
         assert summary.added >= 1 and summary.version != old.vid
