@@ -28,7 +28,7 @@ from .clean import clean_text
 from .embed import Embedder, load_embedder
 from .reader import RawGuide, Skipped, find_guides, read_guide
 from .backends import IndexBackend
-from .store import IndexLayout, eta, index_spec, start_version, write_atomic, write_index
+from .store import IndexLayout, eta, index_spec, start_version, write_index
 from .structure import parse_guide
 
 # Bump when cleaning, structure recovery or chunking code changes what chunks come out.
@@ -264,9 +264,7 @@ def run_ingest(
         # The timings go into meta.json for the eval report, before publishing: nothing writes to a published version.
         summary.seconds["total"] = time.perf_counter() - t_total
         meta["seconds"] = dict(summary.seconds)
-        write_atomic(path / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode())
-        layout.backend.publish(index_info)
-        layout.publish(vid)
+        layout.commit(vid, meta)
         summary.version = vid
         layout.cleanup()
         summary.seconds["total"] = time.perf_counter() - t_total

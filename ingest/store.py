@@ -197,6 +197,12 @@ class IndexLayout:
         write_atomic(self.root / "CURRENT", json.dumps({"version": vid}).encode())
         return final
 
+    def commit(self, vid: str, meta: dict) -> Path:
+        """Write the finished version's meta.json, then publish it (backend first, then CURRENT)."""
+        write_atomic(self.partial_path(vid) / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode())
+        self.backend.publish(meta.get("index") or {})
+        return self.publish(vid)
+
     @contextmanager
     def ingest_lock(self):
         """One ingest at a time per index folder."""
