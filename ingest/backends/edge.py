@@ -5,6 +5,9 @@ with the write-ahead log off, optimized (segments merged; the HNSW graph built w
 version has more than ``dense_exact_max_points`` chunks) and flushed before the version is
 published. After that nothing writes to it, so any number of processes (the app,
 ``guides ask``, ``guides eval``, the next ``guides ingest``) load and search it at once.
+(Opening a shard makes the engine rewrite a few of its files with identical bytes: its
+JSON files by atomic rename, its memory maps at the same size; the content never changes,
+which tests/ingest/test_store.py checks across processes.)
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ class EdgeWriter:
                 f"{self.spec.n_points}; nothing was published. Run `guides ingest --rebuild`."
             )
         self.close()
+        # The engine completes edge_config.json on a shard's first load; do that here, before publishing, so a
+        # published shard's bytes never change (later loads rewrite identical bytes, by atomic rename).
+        self._qe.EdgeShard.load(str(self.path)).close()
         return {"backend": "embedded", "format": INDEX_FORMAT, "engine": "qdrant-edge", "path": SHARD_DIR,
                 "name": self.spec.name, "n_points": self.spec.n_points, "dim": self.spec.dim,
                 "dense_index": self.spec.dense_index, "hnsw_m": self.spec.hnsw_m,
