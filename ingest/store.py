@@ -184,7 +184,9 @@ class IndexLayout:
 
     # -- writing -------------------------------------------------------------
     def new_vid(self) -> str:
-        return time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{time.time_ns() % 1_000_000:06d}"
+        """Names sort in creation order (cleanup keeps the newest): local time, nanoseconds, then the pid."""
+        ns = time.time_ns()
+        return time.strftime("%Y%m%dT%H%M%S", time.localtime(ns // 1_000_000_000)) + f"-{ns % 1_000_000_000:09d}-{os.getpid()}"
 
     def partial_path(self, vid: str) -> Path:
         return self.versions / f"{vid}.partial"

@@ -195,3 +195,9 @@ def test_dense_threshold_picks_hnsw_and_a_change_rebuilds_only_the_index(guides_
     exact_ids = [h.chunk_id for h in pipe.retrieve(["kv cache keys values"], mode="dense").hits]
     pipe.close()
     assert hnsw_ids[:5] == exact_ids[:5]
+
+
+def test_version_names_sort_in_creation_order(tmp_path, fake_settings):
+    layout = IndexLayout(fake_settings(tmp_path))
+    vids = [layout.new_vid() for _ in range(2000)]
+    assert sorted(vids) == vids and len(set(vids)) == len(vids)
