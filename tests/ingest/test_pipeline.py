@@ -178,3 +178,31 @@ def test_meta_records_what_the_eval_needs(guides_copy, fake_settings):
     assert set(meta["files"]) == {p.name for p in guides_copy.iterdir()}
     assert meta["seconds"]["total"] > 0 and meta["bm25"]["n_docs"] == meta["n_chunks"]
     assert sum(g["chunks"] for g in meta["guides"].values()) == meta["n_chunks"]
+
+
+def test_embedding_goes_in_batches_and_progress_counts_chunks(guides_copy, fake_settings):
+    sizes, notes = [], []
+
+    class Recording(HashEmbedder):
+        def embed(self, texts, **kw):
+            sizes.append(len(texts))
+            return super().embed(texts, **kw)
+
+    s = fake_settings(guides_copy, embed_batch_size=16)
+    summary = run_ingest(s, embedder=Recording(), progress=False, on_stage=lambda st, f: notes.append((st, f)))
+    assert max(sizes) == 16 and sum(sizes) == summary.n_chunks
+    embeds = [st for st, _ in notes if st.startswith("embedding (")]
+    assert embeds[-1] == f"embedding ({summary.n_chunks}/{summary.n_chunks} chunks)"
+    assert any(st.startswith("writing the index (") for st, _ in notes)
+    assert [f for _, f in notes] == sorted(f for _, f in notes) and notes[-1] == ("done", 1.0)
+
+
+def test_eta_text():
+    import time
+
+    from ingest.store import eta
+
+    t0 = time.perf_counter() - 10            # 10 s for the first 100 of 1000
+    assert eta(t0, 100, 1000) == ", about 2 min left"
+    assert eta(time.perf_counter() - 10, 500, 1000) == ", about 10 s left"
+    assert eta(t0, 1000, 1000) == "" and eta(time.perf_counter(), 1, 10) == ""
