@@ -44,18 +44,16 @@ class EdgeWriter:
         # m=0 leaves out the HNSW graph when dense search is exact.
         graph = qe.HnswIndexConfig(m=spec.hnsw_m if hnsw else 0, ef_construct=spec.hnsw_ef_construct,
                                    full_scan_threshold=_ALWAYS_KB)
-        thr = _ALWAYS_KB
         cfg = qe.EdgeConfig(
             vectors={"dense": qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine, hnsw_config=graph)},
             sparse_vectors={"bm25": qe.EdgeSparseVectorParams()},
-            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=thr),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=_ALWAYS_KB),
             wal_enabled=False,       # a published shard is read-only; without a WAL several processes may load it
         )
         if path.exists():
             shutil.rmtree(path)
         self.shard = qe.EdgeShard.create(str(path), cfg)
         self._qe = qe
-        self.n = 0
 
     def add(self, points: Sequence[IndexPoint]) -> None:
         qe = self._qe
@@ -63,7 +61,6 @@ class EdgeWriter:
             qe.Point(p.id, {"dense": p.dense, "bm25": qe.SparseVector(p.sparse[0], p.sparse[1])}, p.payload)
             for p in points
         ]))
-        self.n += len(points)
 
     def finish(self) -> dict:
         self.shard.optimize()
