@@ -257,6 +257,22 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench_index(args) -> int:
+    from eval.bench_index import KEYS, describe, run_bench
+
+    if args.points < 1:
+        raise CliError(f"--points must be at least 1, got {args.points}")
+    if not args.json:
+        print(f"Benchmarking a synthetic index: {describe(args.points)}", flush=True)
+    r = run_bench(args.points, n_queries=args.queries, progress=not args.json)
+    if args.json:
+        print(json.dumps({k: round(r[k], 4) for k in KEYS}))
+    else:
+        print(f"build_s {r['build_s']:.2f}  open_s {r['open_s']:.3f}  rss_mb {r['rss_mb']:.0f}  "
+              f"p50_ms {r['p50_ms']:.2f}  p95_ms {r['p95_ms']:.2f}  ({args.queries} hybrid queries)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guides", description="Cited question answering over the study guides.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -298,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("prepare", parents=[common], help="build what is missing: index, reranker, model file")
     pp.add_argument("--quiet", action="store_true", help="no progress bars")
     pp.set_defaults(func=cmd_prepare)
+
+    pb = sub.add_parser("bench-index", help="build a synthetic index of N chunks and time hybrid queries on it")
+    pb.add_argument("--points", type=int, required=True, help="chunks in the synthetic index")
+    pb.add_argument("--queries", type=int, default=200, help="hybrid queries to time (default 200)")
+    pb.add_argument("--json", action="store_true", help="one JSON object: build_s, open_s, rss_mb, p50_ms, p95_ms")
+    pb.set_defaults(func=cmd_bench_index)
 
     pf = sub.add_parser("feedback", help="feedback people gave in the app").add_subparsers(dest="fcmd", required=True)
     px = pf.add_parser("export", parents=[common], help="write the feedback log as JSONL or CSV")

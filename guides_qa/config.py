@@ -52,6 +52,20 @@ class Settings(BaseSettings):
         description="API key for the Qdrant server (only with qdrant_url).",
     )
     collection_prefix: str = Field("guides", description="Prefix of Qdrant collection names.")
+    index_backend: Literal["embedded", "server"] | None = Field(
+        None,
+        description="'embedded' (Qdrant's engine in this process, qdrant-edge: one shard folder per index version under "
+        "<data_dir>/index) or 'server' (a Qdrant server at QDRANT_URL). Unset: 'server' when QDRANT_URL is set, "
+        "else 'embedded'.",
+    )
+    dense_exact_max_points: int = Field(
+        100_000, ge=0, le=1_000_000_000,
+        description="Up to this many chunks, dense search is exact (brute force); above it the index gets an HNSW "
+        "graph, searched with hnsw_ef. Changing it across a version's size rebuilds the index (no re-embedding).",
+    )
+    hnsw_ef: int = Field(256, ge=1, le=100_000, description="HNSW candidates per dense query (higher: better recall, slower).")
+    hnsw_m: int = Field(16, ge=4, le=128, description="HNSW graph edges per point (when the graph is built).")
+    hnsw_ef_construct: int = Field(100, ge=4, le=10_000, description="HNSW candidates while building the graph.")
 
     # --- embedding ----------------------------------------------------------
     embed_model: str = Field(
@@ -194,6 +208,11 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def index_backend_name(self) -> str:
+        """The index backend in use: index_backend if set, else 'server' with QDRANT_URL, else 'embedded'."""
+        return self.index_backend or ("server" if self.qdrant_url else "embedded")
 
     def chunking_fingerprint(self) -> dict:
         """The settings that change the chunks or their vectors; a change forces a full rebuild."""

@@ -98,9 +98,10 @@ class AskResult:
 class Pipeline:
     """Loads each model and the index once per process, on first use; thread-safe."""
 
-    def __init__(self, settings: Settings, *, embedder: Embedder | None = None):
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None, index_backend=None):
         self.settings = settings
         self._embedder = embedder
+        self._index_backend = index_backend          # ingest.backends.IndexBackend; default: the settings' one
         self._lock = threading.Lock()
 
     @property
@@ -112,7 +113,7 @@ class Pipeline:
 
     @cached_property
     def index(self) -> IndexHandle:
-        return IndexHandle(self.settings)
+        return IndexHandle(self.settings, backend=self._index_backend)
 
     @cached_property
     def searcher(self) -> HybridSearcher:

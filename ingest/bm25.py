@@ -44,11 +44,24 @@ STOPWORDS = frozenset(
 )
 
 
+_STEMS: dict[str, str] = {}
+_STEMS_MAX = 2_000_000      # words; past this, stems are computed without caching (bounded memory)
+
+
 def tokenize(text: str) -> list[str]:
     """NFKC + casefold, alphanumeric words, stopwords dropped, Snowball-stemmed."""
     t = unicodedata.normalize("NFKC", text).casefold()
     words = [w for w in re.findall(r"[a-z0-9]+", t) if w not in STOPWORDS]
-    return stemmer_for_thread().stemWords(words)
+    stems = _STEMS
+    missing = [w for w in set(words) if w not in stems]
+    if missing:
+        got = stemmer_for_thread().stemWords(missing)
+        if len(stems) < _STEMS_MAX:
+            stems.update(zip(missing, got))
+        else:
+            local = dict(zip(missing, got))
+            return [stems.get(w) or local[w] for w in words]
+    return [stems[w] for w in words]
 
 
 def term_id(term: str) -> int:
@@ -82,12 +95,14 @@ class BM25Encoder:
 
     @classmethod
     def fit(cls, docs: Iterable[list[str]], *, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> "BM25Encoder":
-        docs = list(docs)
         df: Counter[str] = Counter()
-        for d in docs:
+        n = total = 0
+        for d in docs:                    # one pass: ``docs`` may be a generator (large corpora)
             df.update(set(d))
-        avgdl = (sum(len(d) for d in docs) / len(docs)) if docs else 0.0
-        return cls(n_docs=len(docs), avgdl=avgdl, df=dict(df), k1=k1, b=b, epsilon=epsilon)
+            n += 1
+            total += len(d)
+        avgdl = total / n if n else 0.0
+        return cls(n_docs=n, avgdl=avgdl, df=dict(df), k1=k1, b=b, epsilon=epsilon)
 
     def encode_document(self, tokens: list[str]) -> tuple[list[int], list[float]]:
         dl = len(tokens)

@@ -27,7 +27,8 @@ from .chunker import Chunk, Chunker
 from .clean import clean_text
 from .embed import Embedder, load_embedder
 from .reader import RawGuide, Skipped, find_guides, read_guide
-from .store import IndexLayout, open_qdrant, write_atomic
+from .backends import IndexBackend
+from .store import IndexLayout, eta, index_spec, start_version, write_index
 from .structure import parse_guide
 
 # Bump when cleaning, structure recovery or chunking code changes what chunks come out.
@@ -46,6 +47,7 @@ class IngestSummary:
     embedded: int = 0
     n_chunks: int = 0
     rebuild_reason: str | None = None
+    index_rebuild_reason: str | None = None      # only the index is rewritten (vectors reused)
     nothing_changed: bool = False
     version: str | None = None
     token_stats: dict = field(default_factory=dict)
@@ -55,6 +57,8 @@ class IngestSummary:
         lines = []
         if self.rebuild_reason:
             lines.append(f"Full rebuild: {self.rebuild_reason}")
+        elif self.index_rebuild_reason:
+            lines.append(f"Rebuilding the index once (vectors reused, nothing re-embedded): {self.index_rebuild_reason}")
         skipped = len(self.files_skipped)
         lines.append(f"Files: {self.files_read} read, {skipped} skipped")
         for s in self.files_skipped:
@@ -133,11 +137,12 @@ def run_ingest(
     rebuild: bool = False,
     progress: bool = True,
     on_stage: ProgressCb | None = None,
+    backend: IndexBackend | None = None,
 ) -> IngestSummary:
     """Bring the index in line with the guides folder. Safe to interrupt at any point."""
     summary = IngestSummary()
     timer = _Timer(summary)
-    layout = IndexLayout(settings)
+    layout = IndexLayout(settings, backend=backend)
     t_total = time.perf_counter()
     note = on_stage or (lambda stage, frac: None)
 
@@ -152,7 +157,8 @@ def run_ingest(
 
         if old_meta and not rebuild:
             reason = _rebuild_reason(old_meta.get("fingerprint", {}), fp)
-            if reason is None and old_meta.get("files") == files and old_meta.get("qdrant_url") == settings.qdrant_url:
+            index_reason = _index_rebuild_reason(settings, current)
+            if reason is None and old_meta.get("files") == files and index_reason is None:
                 summary.nothing_changed = True
                 summary.version = current.vid
                 summary.n_chunks = old_meta.get("n_chunks", 0)
@@ -161,6 +167,9 @@ def run_ingest(
                 note("done", 1.0)
                 return summary
             summary.rebuild_reason = reason
+            if reason is None and index_reason is not None:
+                summary.index_rebuild_reason = index_reason
+                print(f"Rebuilding the index once: {index_reason}. Vectors are reused.", file=sys.stderr)
         elif rebuild:
             summary.rebuild_reason = "requested with --rebuild"
 
@@ -203,25 +212,28 @@ def run_ingest(
                     vectors[i] = reuse[c.content_hash]
             bs = settings.embed_batch_size
             bar = tqdm(total=len(todo), desc="Embedding chunks", unit="chunk", disable=not progress, file=sys.stderr)
-            for start in range(0, len(todo), bs):
+            t_embed = time.perf_counter()
+            for start in range(0, len(todo), bs):       # one batch in memory at a time
                 idx = todo[start : start + bs]
                 vectors[idx] = embedder.embed([chunks[i].embed_text for i in idx], batch_size=bs)
                 bar.update(len(idx))
-                note("embedding", 0.15 + 0.55 * (start + len(idx)) / max(1, len(todo)))
+                done = start + len(idx)
+                note(f"embedding ({done}/{len(todo)} chunks{eta(t_embed, done, len(todo))})",
+                     0.15 + 0.55 * done / max(1, len(todo)))
             bar.close()
             summary.embedded = len(todo)
 
         with timer.stage("bm25"):
-            tokens = [tokenize(c.embed_text) for c in chunks]
-            bm25 = BM25Encoder.fit(tokens, k1=settings.bm25_k1, b=settings.bm25_b, epsilon=settings.bm25_epsilon)
-            sparse = [bm25.encode_document(t) for t in tokens]
+            # Statistics in one streaming pass; documents are tokenized again (stems cached) as they are written.
+            bm25 = BM25Encoder.fit((tokenize(c.embed_text) for c in chunks),
+                                   k1=settings.bm25_k1, b=settings.bm25_b, epsilon=settings.bm25_epsilon)
 
         vid = layout.new_vid()
         with timer.stage("index"):
             note("writing the index", 0.75)
-            path = layout.partial_path(vid)
-            path.mkdir(parents=True)
-            _write_qdrant(settings, layout, vid, path, chunks, vectors, sparse, embedder.dim, progress, note)
+            path = start_version(layout, vid)
+            spec = index_spec(settings, layout.collection_name(vid), embedder.dim, len(chunks))
+            index_info = _write_index(layout.backend, path, spec, chunks, vectors, bm25, progress, note)
             with open(path / "chunks.jsonl", "w", encoding="utf-8") as f:
                 for c in chunks:
                     f.write(json.dumps(c.to_payload(), ensure_ascii=False) + "\n")
@@ -247,16 +259,16 @@ def run_ingest(
                 "bm25": bm25.to_dict(),
                 "qdrant_url": settings.qdrant_url,
                 "collection": layout.collection_name(vid),
+                "index": index_info,
             }
-            write_atomic(path / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode())
-            layout.publish(vid)
-            summary.version = vid
+        # The timings go into meta.json for the eval report, before publishing: nothing writes to a published version.
+        summary.seconds["total"] = time.perf_counter() - t_total
+        meta["seconds"] = dict(summary.seconds)
+        layout.commit(vid, meta)
+        summary.version = vid
         layout.cleanup()
         summary.seconds["total"] = time.perf_counter() - t_total
         note("done", 1.0)
-        # Write the timings into the published meta for the eval report.
-        meta["seconds"] = summary.seconds
-        write_atomic(layout.versions / vid / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode())
     return summary
 
 
@@ -275,38 +287,20 @@ def _check_unique_ids(chunks: list[Chunk]) -> None:
         seen[c.chunk_id] = c
 
 
-def _write_qdrant(settings, layout, vid, path, chunks, vectors, sparse, dim, progress, note) -> None:
-    from qdrant_client import models
+def _index_rebuild_reason(settings: Settings, current) -> str | None:
+    """Why the current version's index must be rewritten although its chunks are unchanged, or None."""
+    why = current.outdated_reason() or current.backend_mismatch(settings)
+    if why:
+        return why
+    info = current.index_info
+    want = index_spec(settings, "", info.get("dim", 0), current.meta.get("n_chunks", 0))
+    if info.get("dense_index") != want.dense_index:
+        return (f"dense search for {want.n_points} chunks is now {want.dense_index!r} (dense_exact_max_points="
+                f"{settings.dense_exact_max_points}), the index was built for {info.get('dense_index')!r}")
+    if want.dense_index == "hnsw" and (info.get("hnsw_m"), info.get("hnsw_ef_construct")) != (want.hnsw_m, want.hnsw_ef_construct):
+        return "hnsw_m or hnsw_ef_construct changed"
+    return None
 
-    client = open_qdrant(settings, path)
-    name = layout.collection_name(vid)
-    try:
-        client.create_collection(
-            name,
-            vectors_config={"dense": models.VectorParams(size=dim, distance=models.Distance.COSINE)},
-            sparse_vectors_config={"bm25": models.SparseVectorParams()},
-        )
-        bar = tqdm(total=len(chunks), desc="Writing index", unit="chunk", disable=not progress, file=sys.stderr)
-        batch = 64
-        for start in range(0, len(chunks), batch):
-            points = [
-                models.PointStruct(
-                    id=c.chunk_id,
-                    vector={"dense": vectors[i].tolist(),
-                            "bm25": models.SparseVector(indices=sparse[i][0], values=sparse[i][1])},
-                    payload=c.to_payload(),
-                )
-                for i, c in enumerate(chunks[start : start + batch], start=start)
-            ]
-            client.upsert(name, points=points, wait=True)
-            bar.update(len(points))
-            note("writing the index", 0.75 + 0.2 * (start + len(points)) / max(1, len(chunks)))
-        bar.close()
-        if settings.qdrant_url:
-            # Publish on the server too: the alias <prefix> always names the current version.
-            client.update_collection_aliases(change_aliases_operations=[
-                models.CreateAliasOperation(create_alias=models.CreateAlias(
-                    collection_name=name, alias_name=settings.collection_prefix)),
-            ])
-    finally:
-        client.close()
+
+def _write_index(backend, path, spec, chunks, vectors, bm25, progress, note) -> dict:
+    return write_index(backend, path, spec, chunks, vectors, bm25, progress=progress, note=note)

@@ -1,9 +1,10 @@
 """Hybrid search fused inside Qdrant: dense and BM25 prefetches, then RRF or DBSF (Query API).
 
-One ``IndexHandle`` per process holds the Qdrant client of the current index version and
-re-opens it when a new version is published, so the app picks up a re-index without a
-restart. Embedded Qdrant allows one client per folder, so every caller in a process must
-share the handle.
+The index backend (``ingest/backends``: the embedded engine or a Qdrant server) runs the
+query; this module builds it. One ``IndexHandle`` per process holds the current index
+version open, with a reader lease on it so that no ``guides ingest`` removes it meanwhile.
+When a new version is published, the handle keeps answering from the version it has open
+until the next question, then opens the new one and releases the old.
 
 Example::
 
@@ -22,7 +23,8 @@ from typing import Literal
 from guides_qa.config import Settings
 from ingest.bm25 import BM25Encoder, tokenize
 from ingest.embed import Embedder
-from ingest.store import IndexError_, IndexLayout, Version, open_qdrant
+from ingest.backends import IndexBackend, IndexBackendError, IndexQuery, IndexReader
+from ingest.store import IndexError_, IndexLayout, Lease, Version
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")
@@ -62,48 +64,53 @@ class Hit:
 
 
 class IndexHandle:
-    """The current index version's Qdrant client and BM25 statistics, shared and thread-safe."""
+    """The current index version's reader, lease and BM25 statistics, shared and thread-safe."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, backend: IndexBackend | None = None):
         self.settings = settings
-        self.layout = IndexLayout(settings)
+        self.layout = IndexLayout(settings, backend=backend)
         self.lock = threading.RLock()
-        self._client = None
+        self._reader: IndexReader | None = None
+        self._lease: Lease | None = None
         self.version: Version | None = None
         self.bm25: BM25Encoder | None = None
 
     def refresh(self) -> Version:
-        """Open the current version, re-opening if a newer one was published."""
+        """Open the current version, moving to a newer one if it was published (and releasing the old)."""
         with self.lock:
             vid = self.layout.current_vid()
             if self.version is not None and vid == self.version.vid:
                 return self.version
-            v = self.layout.require_current()
-            if v.meta.get("qdrant_url") != self.settings.qdrant_url:
-                raise IndexError_(
-                    f"The index was built for QDRANT_URL={v.meta.get('qdrant_url')!r} but QDRANT_URL is now "
-                    f"{self.settings.qdrant_url!r}; run `guides ingest` to build it for this setting."
-                )
-            client = open_qdrant(self.settings, v.path)
+            v, lease = self.layout.lease_current()
+            try:
+                why = v.outdated_reason() or v.backend_mismatch(self.settings)
+                if why:
+                    raise IndexError_(f"The index version {v.vid} cannot be searched: {why}. Run `guides ingest` "
+                                      f"to rebuild it (once; the vectors are reused).")
+                try:
+                    reader = self.layout.backend.open(v.path, v.index_info)
+                except IndexBackendError as e:
+                    raise IndexError_(str(e)) from None
+            except BaseException:
+                lease.release()
+                raise
             self.close()
-            self._client, self.version = client, v
+            self._reader, self._lease, self.version = reader, lease, v
             self.bm25 = BM25Encoder.from_dict(v.meta["bm25"])
             return v
 
     @property
-    def client(self):
+    def reader(self) -> IndexReader:
         self.refresh()
-        return self._client
-
-    @property
-    def collection(self) -> str:
-        return self.refresh().meta["collection"]
+        return self._reader
 
     def close(self) -> None:
         with self.lock:
-            if self._client is not None:
-                self._client.close()
-            self._client, self.version = None, None
+            if self._reader is not None:
+                self._reader.close()
+            if self._lease is not None:
+                self._lease.release()
+            self._reader, self._lease, self.version = None, None, None
 
 
 class HybridSearcher:
@@ -123,8 +130,6 @@ class HybridSearcher:
 
     def search(self, query: str, *, mode: Mode = "hybrid", top_k: int | None = None,
                prefetch_limit: int | None = None) -> tuple[list[Hit], dict]:
-        from qdrant_client import models
-
         if mode not in MODES:
             raise ValueError(f"Unknown search mode {mode!r}. Supported modes are: {list(MODES)}")
         top_k = top_k or self.settings.top_k
@@ -140,28 +145,15 @@ class HybridSearcher:
         with self.index.lock:
             v = self.index.refresh()
             self._check_model(v)
-            bm25 = self.index.bm25
             sparse = None
             if mode in ("hybrid", "bm25"):
-                idx, vals = bm25.encode_query(tokenize(query))
-                sparse = models.SparseVector(indices=idx, values=vals)
-            client, coll = self.index.client, v.meta["collection"]
-            if mode == "dense":
-                res = client.query_points(coll, query=dense_vec, using="dense", limit=top_k, with_payload=True)
-            elif mode == "bm25":
-                res = (client.query_points(coll, query=sparse, using="bm25", limit=top_k, with_payload=True)
-                       if sparse.indices else None)
-            else:
-                prefetch = [models.Prefetch(query=dense_vec, using="dense", limit=prefetch_limit)]
-                if sparse.indices:
-                    prefetch.append(models.Prefetch(query=sparse, using="bm25", limit=prefetch_limit))
-                if self.settings.fusion == "rrf":
-                    fusion = models.RrfQuery(rrf=models.Rrf(k=self.settings.rrf_k))
-                else:
-                    fusion = models.FusionQuery(fusion=models.Fusion.DBSF)
-                res = client.query_points(coll, prefetch=prefetch, query=fusion, limit=top_k, with_payload=True)
+                sparse = self.index.bm25.encode_query(tokenize(query))
+            n = v.index_info.get("n_points", v.meta.get("n_chunks", 0))
+            q = IndexQuery(mode=mode, limit=top_k, dense=dense_vec, sparse=sparse, prefetch_limit=prefetch_limit,
+                           fusion=self.settings.fusion, rrf_k=self.settings.rrf_k,
+                           exact=n <= self.settings.dense_exact_max_points, hnsw_ef=self.settings.hnsw_ef)
+            found = self.index.reader.query(q)
         timings["search"] = (time.perf_counter() - t1) * 1000
-        points = res.points if res is not None else []
-        hits = [Hit(payload=p.payload, score=float(p.score), rank=r, scores={f"{mode}": float(p.score)})
-                for r, p in enumerate(points, start=1)]
+        hits = [Hit(payload=p.payload, score=p.score, rank=r, scores={f"{mode}": p.score})
+                for r, p in enumerate(found, start=1)]
         return hits, timings
