@@ -285,7 +285,7 @@ class Answerer:
             return
         t_cite = time.perf_counter()
         cited = attribute(text, prompt.passages, threshold=s.citation_threshold, embedder=self.embedder,
-                          mode=s.citation_support, skip=(NOT_COVERED,))
+                          mode=s.citation_support, skip=(NOT_COVERED,), question=asked)
         timings["cite"] = (time.perf_counter() - t_cite) * 1000
         # Refuse when no sentence is about the passages at all. A sentence whose words match but whose
         # figures do not stays in the answer, marked not verified with the numbers named: refusing it

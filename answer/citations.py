@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from answer.prompt import Passage
-from answer.verify import (CONTRADICTED, MIN_CONTENT_WORDS, TOO_SHORT, VERIFIED, Alignment, PassageIndex,
+from answer.verify import (CONTRADICTED, MIN_CONTENT_WORDS, SUPPORT_THRESHOLD, TOO_SHORT, VERIFIED, Alignment, PassageIndex,
                            content_stems)
 from answer.verify import numbers as _numbers
 
@@ -117,7 +117,8 @@ class Support:
     span_end: int
     source: str                # "model" (the model wrote the marker) or "attributed"
     reasons: list[str] = field(default_factory=list)     # why not verified, in words ("the passage says NF4")
-    aligned: bool = False      # its words align with the span: the sentence is about this passage
+    aligned: bool = False      # its words align with one span of the passage
+    about: bool = False        # most of its words are in the passage (anywhere): it is about this passage
 
     @property
     def verified(self) -> bool:
@@ -125,8 +126,9 @@ class Support:
 
     @property
     def supported(self) -> bool:
-        """About the passage (words aligned), whether or not its terms match: used by the refusal rule."""
-        return self.aligned
+        """About the passage (most of its words are there, in any order), verified or not: the refusal rule's
+        test that the answer came from the passages rather than from the model's memory."""
+        return self.aligned or self.about
 
     def to_json(self) -> dict:
         return {"sentence": self.sentence, "score": round(self.score, 3), "status": self.status,
@@ -212,7 +214,7 @@ class SupportScorer:
 
     MODES = ("lexical", "embed", "blend")
 
-    def __init__(self, passages: Sequence[Passage], *, embedder=None, mode: str = "lexical", threshold: float = 0.5):
+    def __init__(self, passages: Sequence[Passage], *, embedder=None, mode: str = "lexical", threshold: float = SUPPORT_THRESHOLD):
         if mode not in self.MODES:
             raise ValueError(f"Unknown support mode {mode!r}. Supported modes are: {list(self.MODES)}")
         if mode != "lexical" and embedder is None:
@@ -262,15 +264,18 @@ def is_citeable(sentence: str, min_content_words: int = MIN_CONTENT_WORDS) -> bo
     return len(set(content_stems(sentence))) >= min_content_words
 
 
-def attribute(answer: str, passages: Sequence[Passage], *, threshold: float = 0.5, embedder=None,
-              mode: str = "lexical", min_attach: float = 0.2, skip: Sequence[str] = ()) -> CitedAnswer:
+def attribute(answer: str, passages: Sequence[Passage], *, threshold: float = SUPPORT_THRESHOLD, embedder=None,
+              mode: str = "lexical", min_attach: float = 0.2, skip: Sequence[str] = (),
+              question: str = "") -> CitedAnswer:
     """Keep valid markers, drop invalid ones, attach the best passage where needed, verify every citation.
 
     A sentence whose model-written markers are all unsupported also gets the best passage if that one
     is supported. ``min_attach``: an unmarked sentence whose best passage scores below this gets no
     citation (it is listed in ``uncited_sentences``). A sentence too short to check keeps the markers the
-    model wrote, with the state "too short to check". ``skip``: sentences never cited.
+    model wrote, with the state "too short to check". ``skip``: sentences never cited. ``question``: words a
+    sentence repeats from it count as "about the passages" for the refusal rule (not for verification).
     """
+    q_stems = set(content_stems(question))
     scorer = SupportScorer(passages, embedder=embedder, mode=mode, threshold=threshold)
     by_n = {p.n: i for i, p in enumerate(passages)}
     cites: dict[int, Citation] = {}
@@ -310,10 +315,24 @@ def attribute(answer: str, passages: Sequence[Passage], *, threshold: float = 0.
             cites.setdefault(n, Citation(n=n, chunk_id=passages[i].chunk_id)).supports.append(
                 Support(sentence=bare, score=float(sc), status=al.status, span=text[al.span_start:al.span_end],
                         span_start=al.span_start, span_end=al.span_end, source=source, reasons=list(al.reasons),
-                        aligned=al.aligned and sc >= threshold))
+                        aligned=al.aligned and sc >= threshold,
+                        about=_about(bare, scorer.index[i].stem_set, q_stems, threshold)))
         out_parts.append(place_markers(bare, [n for n, _ in chosen]) + seg.sep)
     return CitedAnswer(text="".join(out_parts).strip(), citations=[cites[n] for n in sorted(cites)],
                        removed_markers=removed, uncited_sentences=uncited, too_short=too_short)
+
+
+def _about(sentence: str, passage_stems: set[str], question_stems: set[str], threshold: float) -> bool:
+    """Most of the sentence's words are in the passage or the question, and what it adds to the question is
+    mostly in the passage: an answer restating the question ("LoRA adds no latency when serving") is about
+    the passages; one that brings its own facts from elsewhere is not."""
+    uniq = set(content_stems(sentence))
+    if not uniq:
+        return False
+    if len(uniq & (passage_stems | question_stems)) / len(uniq) < threshold:
+        return False
+    new = uniq - question_stems
+    return len(new) < 2 or len(new & passage_stems) / len(new) >= 0.5
 
 
 def short_answer_grounded(sentences: Sequence[str], passages: Sequence[Passage]) -> bool:

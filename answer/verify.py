@@ -44,6 +44,7 @@ GENERIC = frozenset("""
 """.split())
 
 MIN_CONTENT_WORDS = 3          # fewer: too short to check
+SUPPORT_THRESHOLD = 0.6      # share of a sentence's content words one span must hold (GUIDES_CITATION_THRESHOLD)
 WINDOW_FACTOR = 2.5            # the aligned span may hold at most this many content words per sentence word
 WINDOW_SLACK = 6
 
@@ -201,6 +202,7 @@ class Alignment:
     conflicts: list[str] = field(default_factory=list)   # what the span states instead
 
     aligned: bool = False            # its words align with the span (threshold reached), whatever its terms say
+    coverage: float = 0.0            # share of its content words anywhere in the passage (order and place aside)
 
     @property
     def verified(self) -> bool:
@@ -216,8 +218,16 @@ class PassageIndex:
         heads = _table_header_lines(text)      # a table's header names columns; its rows state the facts
         self.tokens = [t for t in _content_tokens(text) if not any(a <= t[1] < b for a, b in heads)]
         self.stems = [s for s, _, _ in self.tokens]
+        self.stem_set = set(content_stems(text))
+        # a table row is a unit: a window that starts in one never reads the next row's cells
+        self.row_end = []
+        for _, a, _ in self.tokens:
+            ls, le = text.rfind("\n", 0, a) + 1, text.find("\n", a)
+            le = len(text) if le < 0 else le
+            self.row_end.append(le if text[ls:le].lstrip().startswith("|") else None)
         self.sentences = sentence_spans(text)
         self.header_names = names(header)
+        self.header_stems = set(content_stems(header))
 
     def _expand(self, a: int, b: int) -> tuple[int, int]:
         """Character range [a, b) grown to whole sentences/lines of the passage."""
@@ -245,30 +255,53 @@ class PassageIndex:
         return None
 
     def best_window(self, stems: list[str], key_stems: frozenset[str] = frozenset()) -> tuple[float, int, int]:
-        """(in-order coverage, start char, end char) of the best compact window for ``stems``; windows that
-        hold the sentence's names and numbers (``key_stems``) win ties of plain words."""
+        """(coverage, start char, end char) of the best compact window for ``stems``.
+
+        Coverage is the share of the sentence's content words found inside one window a few times the
+        sentence's length; words in the passage's heading also count (the topic: "BERT-style" under a
+        "Masked Language Modeling (MLM / BERT-style)" heading), but at least two must be in the window itself,
+        so a heading alone never verifies. Words found out of order cost a little (x0.85 when fewer than half
+        of them keep their order). Windows holding the sentence's names and numbers (``key_stems``) win ties.
+        """
         if not stems or not self.stems:
             return 0.0, 0, 0
         uniq = list(dict.fromkeys(stems))
         want = set(uniq)
         width = int(len(uniq) * WINDOW_FACTOR) + WINDOW_SLACK
-        best = (0, 0, 0, 0, 0)         # (weighted lcs, lcs, -span length, start token, end token)
+        best = (0.0, 0, 0, 0, 0.0)     # (weight, -span length, start token, end token, coverage)
         starts = [i for i, s in enumerate(self.stems) if s in want]
         for i in starts:
-            window = self.stems[i:i + width]
-            n, used = _lcs(uniq, window)
-            if not used:
+            stop = i + width
+            if self.row_end[i] is not None:
+                stop = min(stop, next((k for k in range(i, len(self.tokens)) if self.tokens[k][1] >= self.row_end[i]),
+                                      len(self.tokens)))
+            window = self.stems[i:stop]
+            pos = [j for j, s in enumerate(window) if s in want]
+            found = {window[j] for j in pos}
+            if len(found) < min(2, len(uniq)):
                 continue
-            weight = n + sum(window[j] in key_stems for j in used)
-            key = (weight, n, -(used[-1] - used[0]), i + used[0], i + used[-1])
+            last = max(j for j in pos if window[j] in found)
+            n_order, _ = _lcs(uniq, window[:last + 1])
+            cover = (len(found) + len((want - found) & self.header_stems)) / len(uniq)
+            if n_order < 0.5 * len(found):
+                cover *= 0.85
+            weight = cover + 0.5 * len(found & key_stems) / len(uniq)
+            key = (weight, -last, i, i + last, cover)
             if key > best:
                 best = key
-        _, n, _, ti, tj = best
-        if n == 0:
+        weight, _, ti, tj, cover = best
+        if weight == 0:
             return 0.0, 0, 0
-        return n / len(uniq), self.tokens[ti][1], self.tokens[tj][2]
+        return min(cover, 1.0), self.tokens[ti][1], self.tokens[tj][2]
 
-    def align(self, sentence: str, *, threshold: float = 0.5) -> Alignment:
+    def align(self, sentence: str, *, threshold: float = SUPPORT_THRESHOLD) -> Alignment:
+        a = self._align(sentence, threshold=threshold)
+        uniq = set(content_stems(sentence))
+        if a.status != TOO_SHORT and uniq:
+            a.coverage = len(uniq & self.stem_set) / len(uniq)
+        return a
+
+    def _align(self, sentence: str, *, threshold: float = SUPPORT_THRESHOLD) -> Alignment:
         stems = content_stems(sentence)
         if len(set(stems)) < MIN_CONTENT_WORDS:
             return Alignment(status=TOO_SHORT, score=0.0, reasons=["too short to check"])
@@ -295,6 +328,8 @@ class PassageIndex:
             conflicts, ctx_reasons = _compare_context(sentence, span)
             reasons += ctx_reasons
             missing = missing + [c for c in conflicts if c not in missing]
+        if conflicts:                     # a term in the passage's slot, with another value: it aligns there
+            score = min(1.0, score + len(conflicts) / max(1, len(set(stems))))
         if score < threshold:
             return Alignment(status=UNVERIFIED, score=score, span_start=a, span_end=b, missing=missing,
                              conflicts=conflicts, reasons=[f"only {score:.0%} of its words are in one place of the "
@@ -374,10 +409,13 @@ def _cells(row: str) -> list[str]:
     return [c.strip().strip("*").strip() for c in row.strip().strip("|").split("|")]
 
 
-def _context(text: str, start: int, end: int, width: int = 3) -> set[str]:  # noqa: D401
-    """Content stems within ``width`` words either side of text[start:end], numbers excluded."""
-    before = [s for s in content_stems(text[:start]) if not any(ch.isdigit() for ch in s)][-width:]
-    after = [s for s in content_stems(text[end:]) if not any(ch.isdigit() for ch in s)][:width]
+def _context(text: str, start: int, end: int, width: int = 3) -> set[str]:
+    """Content stems within ``width`` words either side of text[start:end] and inside its clause, numbers excluded."""
+    lo = max((m.end() for m in re.finditer(r"[.!?;(\n](?:\s|$)|[(\n|]", text[:start])), default=0)
+    m = re.search(r"[.!?;)](?:\s|$)|[)\n|]", text[end:])
+    hi = end + m.start() if m else len(text)
+    before = [s for s in content_stems(text[lo:start]) if not any(ch.isdigit() for ch in s)][-width:]
+    after = [s for s in content_stems(text[end:hi]) if not any(ch.isdigit() for ch in s)][:width]
     return set(before) | set(after)
 
 
@@ -446,6 +484,6 @@ def _compare_columns(sentence: str, row: str, header: list[str]) -> tuple[list[s
     return conflicts, reasons
 
 
-def align(sentence: str, passage: str, header: str = "", *, threshold: float = 0.5) -> Alignment:
+def align(sentence: str, passage: str, header: str = "", *, threshold: float = SUPPORT_THRESHOLD) -> Alignment:
     """Align one sentence with one passage (see the module docstring)."""
     return PassageIndex(passage, header).align(sentence, threshold=threshold)

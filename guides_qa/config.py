@@ -174,7 +174,7 @@ class Settings(BaseSettings):
         "edges", description="'edges': best passage first, second best last (small models skip the middle); 'rank': best first.")
     citation_support: Literal["lexical", "embed", "blend"] = Field(
         "lexical", description="How a passage's support for an answer sentence is scored: content-word overlap, MiniLM cosine, or their mean.")
-    citation_threshold: float = Field(0.5, ge=0, le=1, description="Support score (0-1) at which a citation counts as verified.")
+    citation_threshold: float = Field(0.6, ge=0, le=1, description="Support score (0-1) at which a citation counts as verified.")
     refuse_min_cosine: float = Field(0.25, ge=-1, le=1, description="Refuse when no passage has MiniLM cosine to the question at least this.")
     refuse_entity_cosine: float = Field(
         0.5, ge=-1, le=1, description="Refuse when a name in the question appears in no passage and the best cosine is below this.")

@@ -60,7 +60,7 @@ def test_scattered_words_do_not_verify():
     passage = ("Attention weights tokens. " + "Filler sentence about something else entirely here. " * 6
                + "Caching stores keys. " + "More unrelated filler text goes on and on. " * 6 + "Values are reused.")
     a = align("Attention caching reuses values.", passage)
-    assert a.status == UNVERIFIED and a.score < 0.5
+    assert a.status == UNVERIFIED and a.score < 0.6
 
 
 def test_a_heading_alone_never_verifies():
