@@ -190,6 +190,11 @@ class SharedPipeline(Pipeline):
     def reranker(self):
         return self._engine.reranker(self.settings)
 
+    def ask_stream(self, turns, **kw):
+        """Pipeline.ask_stream, counted as a question in flight (background warm-up work gives way to it)."""
+        with self._engine.question():
+            yield from super().ask_stream(turns, **kw)
+
     def close(self) -> None:          # shared parts are closed by Engine.close()
         pass
 
@@ -207,6 +212,39 @@ class Engine:
         self._rerankers: dict[tuple, object] = {}
         self._pipes: OrderedDict[str, Pipeline] = OrderedDict()
         self._warmups: dict[str, Warmup] = {}
+        self._in_flight = 0
+
+    @contextmanager
+    def question(self):
+        """Mark a question in flight while the block runs."""
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    @property
+    def questions_in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def _warm_passages(self, settings: Settings, *, batch: int = 16) -> None:
+        """Cache the reranker's passage encodings, a batch at a time, pausing while questions are answered
+        (on 2 cores this would otherwise slow the first questions' reranking and generation several-fold)."""
+        from retrieval.rerank import format_passage
+
+        reranker = self.reranker(settings)
+        warm = getattr(reranker, "warm", None)
+        if warm is None:
+            return
+        chunks = self.index(settings).refresh().chunks()
+        passages = [format_passage(c.section_path, c.text) for c in chunks]
+        for b in range(0, len(passages), batch):
+            while self.questions_in_flight:
+                time.sleep(0.2)
+            warm(passages[b:b + batch])
 
     def ready(self, settings: Settings) -> bool:
         """True when the warm-up for ``settings`` has finished (or the embedder is loaded without one)."""
@@ -252,7 +290,7 @@ class Engine:
                  ("index", lambda: self.index(settings).refresh(), has_index),
                  ("reranker", lambda: self.reranker(settings), None),
                  ("LLM", start_llm, None),
-                 ("reranker passage cache", lambda: self.pipeline(settings).warm_reranker(), has_index))
+                 ("reranker passage cache", lambda: self._warm_passages(settings), has_index))
 
         def run_step(name: str, fn, skip_if) -> None:
             step = Step(name)

@@ -265,3 +265,35 @@ def test_a_warmup_error_is_shown_on_the_page(app_env, new_app):
     banner = " ".join(e.value for e in at.main.error)
     assert "Start-up: loading the reranker failed" in banner and "no-such-reranker" in banner
     assert "warm-up: reranker failed" in (data / "logs" / "serve.log").read_text()
+
+
+def test_the_passage_cache_gives_way_to_questions(small_index, tmp_path, monkeypatch):
+    """The background passage cache (after the models load) pauses while a question is answered."""
+    import shutil
+
+    import retrieval.rerank
+
+    class Recorder:
+        name = "recorder"
+
+        def __init__(self):
+            self.batches = []
+
+        def warm(self, passages):
+            self.batches.append(len(passages))
+            return len(passages)
+
+    rec = Recorder()
+    monkeypatch.setattr(retrieval.rerank, "load_reranker", lambda s: rec)
+    shutil.copytree(small_index[1], tmp_path / "data")
+    s = Settings(guides_dir=small_index[0], data_dir=tmp_path / "data", embed_model="fake:hash", llm="fake",
+                 reranker="recorder")
+    eng = Engine()
+    with eng.question():                          # a question is being answered when the models are loaded
+        w = eng.warm(s)
+        assert w.wait(30)
+        time.sleep(0.5)
+        assert rec.batches == [] and not w.done.is_set()
+    assert w.done.wait(30) and not w.errors
+    assert sum(rec.batches) > 50 and max(rec.batches) <= 16
+    eng.close()

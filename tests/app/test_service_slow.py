@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -239,3 +240,115 @@ def test_two_ingests_while_the_app_answers(small_index, tmp_path, monkeypatch):
         print(f"\n{asked} questions answered during two ingests")
     finally:
         shared_engine().close()
+
+
+# --------------------------------------------------------------------------- three people at once, real browser
+QUESTIONS = ("Why do transformers need positional encodings?",
+             "What is LoRA and why is it preferred over full fine-tuning?",
+             "What is the KV cache and why does it speed up decoding?")
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--window-size=1280,1400")
+
+
+@pytest.fixture
+def browsers(tmp_path):
+    """Three separate headless chromium instances: three Streamlit sessions."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed; `make browser` installs Debian's chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    drivers = []
+    try:
+        for i in range(3):
+            opts = webdriver.ChromeOptions()
+            opts.binary_location = CHROMIUM
+            for f in FLAGS:
+                opts.add_argument(f)
+            opts.add_argument(f"--user-data-dir={tmp_path / f'profile-{i}'}")
+            d = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
+            d.set_page_load_timeout(120)
+            drivers.append(d)
+        yield drivers
+    finally:
+        for d in drivers:
+            d.quit()
+
+
+def wait_health(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"`guides serve` exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"the app did not answer /_stcore/health within {timeout} s")
+
+
+def test_three_browser_sessions_ask_at_once_right_after_start_up(serve, browsers):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    t0 = time.monotonic()
+    proc, data, url = serve()
+    wait_health(url, proc)
+    boxes = []
+    for d in browsers:
+        d.get(url)
+        boxes.append(WebDriverWait(d, 300).until(
+            EC.element_to_be_clickable((By.CSS_SELECTOR, '[data-testid="stChatInputTextArea"]'))))
+    asked = {}
+    for i, box in enumerate(boxes):               # as close to "at the same moment" as one driver thread allows
+        box.send_keys(QUESTIONS[i])
+    for i, box in enumerate(boxes):
+        box.send_keys(Keys.ENTER)
+        asked[i] = time.monotonic()
+    done: dict[int, float] = {}
+    seen: dict[int, set[str]] = {i: set() for i in range(3)}
+    deadline = time.monotonic() + 900
+    while len(done) < 3 and time.monotonic() < deadline:
+        for i, d in enumerate(browsers):
+            if i in done:
+                continue
+            msgs = d.find_elements(By.CSS_SELECTOR, '[data-testid="stChatMessage"]')
+            text = msgs[-1].text if len(msgs) >= 2 else ""
+            for marker in ("Loading the models", "Queued for the local model", "next for the local model"):
+                if marker in text:
+                    seen[i].add(marker)
+            if "total" in text:
+                done[i] = time.monotonic()
+        time.sleep(0.25)
+    log = (data / "logs" / "serve.log").read_text()
+    waits = [line.split("waited ")[1].split(" s")[0] for line in log.splitlines() if "for the local model" in line]
+    if done:
+        print(f"\nstart-up to first answer: {min(done.values()) - t0:.1f} s (`guides serve` start to the first "
+              f"complete answer)")
+    for i in sorted(done):
+        print(f"session {i}: asked {asked[i] - t0:.1f} s after start, answered after {done[i] - asked[i]:.1f} s; "
+              f"saw {sorted(seen[i])}")
+    print(f"queue waits in the log (s): {waits}")
+    print("\n".join(line for line in log.splitlines() if "start-up" in line or "question [" in line))
+    assert len(done) == 3, f"only {len(done)} of 3 sessions got an answer within 900 s"
+    for i, d in enumerate(browsers):
+        msgs = d.find_elements(By.CSS_SELECTOR, '[data-testid="stChatMessage"]')
+        assert len(msgs) == 2, f"session {i} shows {len(msgs)} messages"
+        page = d.find_element(By.CSS_SELECTOR, '[data-testid="stMainBlockContainer"]').text
+        assert QUESTIONS[i] in msgs[0].text
+        assert all(q not in page for j, q in enumerate(QUESTIONS) if j != i), f"session {i} shows another's question"
+        cites = [b for b in msgs[1].find_elements(By.XPATH, './/*[@data-testid="stPopover"]//button')
+                 if re.search(r"\[\d+\] .* lines", b.text)]
+        assert cites, f"session {i}: no cited passage in {msgs[1].text[:500]!r}"
+        assert not d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    assert len(waits) >= 2, "the local model served the three questions without a queue?"
+    assert any(seen.values()), "no session showed that it waited (for the models or the local model)"
