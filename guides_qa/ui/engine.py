@@ -213,6 +213,8 @@ class Engine:
         self._pipes: OrderedDict[str, Pipeline] = OrderedDict()
         self._warmups: dict[str, Warmup] = {}
         self._in_flight = 0
+        self._stop = threading.Event()           # set by close(): background warm-up work ends
+        self._threads: list[threading.Thread] = []
 
     @contextmanager
     def question(self):
@@ -242,8 +244,10 @@ class Engine:
         chunks = self.index(settings).refresh().chunks()
         passages = [format_passage(c.section_path, c.text) for c in chunks]
         for b in range(0, len(passages), batch):
-            while self.questions_in_flight:
+            while self.questions_in_flight and not self._stop.is_set():
                 time.sleep(0.2)
+            if self._stop.is_set():
+                raise InterruptedError("the engine was closed")
             warm(passages[b:b + batch])
 
     def ready(self, settings: Settings) -> bool:
@@ -300,6 +304,8 @@ class Engine:
                 step.skipped = skip_if() if skip_if else None
                 if step.skipped is None:
                     fn()
+            except InterruptedError as e:         # Engine.close() during the warm-up
+                step.skipped = str(e)
             except Exception as e:  # noqa: BLE001 - kept in the Warmup, shown on the page, logged
                 step.error = f"{type(e).__name__}: {e}"
                 log.error("warm-up: %s failed after %.1f s: %s", name, time.monotonic() - t, step.error, exc_info=e)
@@ -329,7 +335,10 @@ class Engine:
                 w.ready.set()
                 w.done.set()
 
-        threading.Thread(target=run, name="guides-qa-warm", daemon=True).start()
+        t = threading.Thread(target=run, name="guides-qa-warm", daemon=True)
+        with self._lock:
+            self._threads.append(t)
+        t.start()
         return w
 
     # -- session options -> settings -----------------------------------------
@@ -408,9 +417,17 @@ class Engine:
         key = (s.reranker, str(s.data_dir.resolve()), s.reranker_max_length)
         return self._once(self._rerankers, key, lambda: load_reranker(s))
 
-    def close(self) -> None:
-        """Close index handles and stop local LLM servers (they start again on next use)."""
+    def close(self, *, timeout: float = 30.0) -> None:
+        """Stop the background warm-up, close index handles and stop local LLM servers (all load again on
+        next use). A warm-up thread left computing at interpreter exit aborts the process (torch's threads)."""
+        self._stop.set()
         with self._lock:
+            threads, self._threads = self._threads, []
+        for t in threads:
+            t.join(timeout)
+        self._stop.clear()
+        with self._lock:
+            self._warmups.clear()
             for h in self._handles.values():
                 h.close()
             for llm in self._llms.values():
