@@ -120,9 +120,6 @@ class QueuedLLM:
             self.inner.close()
 
 
-SerialLLM = QueuedLLM     # the name it had before it queued in order
-
-
 def single_slot(backend: str) -> bool:
     """Local llama.cpp servers (bundled, gguf:) run one request at a time; so does the fake that stands
     in for them in tests, so the app's tests take the queued path. Only a remote endpoint runs several."""

@@ -71,13 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     from streamlit.web import bootstrap
 
     # Streamlit installs its signal handlers in bootstrap.run; wrap them once the server runs.
-    orig = bootstrap._set_up_signal_handler
+    orig = getattr(bootstrap, "_set_up_signal_handler", None)
+    if orig is None:
+        log.warning("this Streamlit version has no bootstrap._set_up_signal_handler: SIGTERM stops the app "
+                    "without the %.0f s exit guarantee", STOP_GRACE_SECONDS)
+    else:
+        def set_up_signal_handler(*a, **kw):
+            orig(*a, **kw)
+            _exit_after_grace(log)
 
-    def set_up_signal_handler(*a, **kw):
-        orig(*a, **kw)
-        _exit_after_grace(log)
-
-    bootstrap._set_up_signal_handler = set_up_signal_handler
+        bootstrap._set_up_signal_handler = set_up_signal_handler
     from streamlit.web import cli as st_cli
 
     sys.argv = ["streamlit", "run", str(APP), *(argv if argv is not None else sys.argv[1:])]

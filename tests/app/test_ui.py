@@ -9,7 +9,7 @@ import pytest
 
 from guides_qa.config import Settings
 from guides_qa.ui import view
-from guides_qa.ui.engine import Engine, SerialLLM, single_slot
+from guides_qa.ui.engine import Engine, QueuedLLM, single_slot
 from retrieval.search import Hit
 
 
@@ -171,7 +171,7 @@ class SlowLLM:
 
 def test_serial_llm_runs_one_generation_at_a_time():
     inner = SlowLLM()
-    llm = SerialLLM(inner)
+    llm = QueuedLLM(inner)
     outs = []
 
     def run():
@@ -188,7 +188,7 @@ def test_serial_llm_runs_one_generation_at_a_time():
 def test_serial_llm_releases_the_slot_when_a_stream_is_abandoned():
     from answer.llm import LLMError
 
-    llm = SerialLLM(SlowLLM(), wait_seconds=0.5)
+    llm = QueuedLLM(SlowLLM(), wait_seconds=0.5)
     gen = llm.stream([], max_tokens=8, temperature=0.0)
     next(gen)
     with pytest.raises(LLMError, match="busy"):
