@@ -13,14 +13,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import logging  # noqa: E402
 import uuid  # noqa: E402
 
 import streamlit as st  # noqa: E402
 
 from guides_qa.config import SettingsError, load_settings  # noqa: E402
 from guides_qa.feedback import FeedbackStore  # noqa: E402
+from guides_qa.logs import setup_logging  # noqa: E402
 from guides_qa.ui import render, view  # noqa: E402
-from guides_qa.ui.engine import Engine  # noqa: E402
+from guides_qa.ui.engine import Engine, shared_engine  # noqa: E402
 
 st.set_page_config(page_title="Guides Q&A", page_icon=":material/menu_book:", layout="centered")
 
@@ -28,7 +30,7 @@ st.set_page_config(page_title="Guides Q&A", page_icon=":material/menu_book:", la
 @st.cache_resource(show_spinner=False)
 def get_engine() -> Engine:
     """One per process: the index handle, embedder, LLM and reranker every session shares."""
-    return Engine()
+    return shared_engine()
 
 
 try:
@@ -37,8 +39,10 @@ except SettingsError as e:
     st.error(f"{e}".replace("\n", "  \n"))
     st.stop()
 
+setup_logging(settings)
+log = logging.getLogger("guides_qa.app")
 engine = get_engine()
-engine.warm(settings)
+warmup = engine.warm(settings)
 store = FeedbackStore.for_settings(settings)
 ss = st.session_state
 ss.setdefault("history", [])
@@ -96,6 +100,7 @@ with st.sidebar:
 # --------------------------------------------------------------------------- chat
 st.title("Guides Q&A")
 st.caption("Answers from the LLM-interview study guides, cited to guide, section and line range.")
+render.warmup_errors(warmup)
 if not status.ok:
     todo = "" if "make run" in status.message else "\n\nBuild it with `guides ingest` (or `make run`) in a terminal."
     st.warning(f"{status.message}{todo}\n\nOr click **Re-index guides** in the sidebar.", icon=":material/database:")
@@ -112,15 +117,15 @@ if question:
     turns = view.conversation(ss["history"], question)
     render.render_user(question)
     with st.chat_message("assistant"):
+        render.wait_for_warmup(warmup)
         try:
             pipe = engine.pipeline(settings, **options)
         except Exception as e:  # noqa: BLE001 - e.g. a model that cannot load: shown in the chat
+            log.error("question could not start: %s", e, exc_info=e)
             turn = view.error_turn(question, e, engine.session_settings(settings, **options), options=options,
                                    turns=turns)
             ss["history"].append(turn)
         else:
-            waiting = ("Searching the guides…" if engine.ready(settings)
-                       else "Loading the models (first question since the app started), then searching the guides…")
-            turn = render.stream_answer(pipe, turns, question=question, history=ss["history"], options=options,
-                                        waiting=waiting)
+            turn = render.stream_answer(pipe, turns, question=question, history=ss["history"], options=options)
+        log.info("question [session %s] %r: %s", ss["session_id"][:8], question, view.turn_summary(turn))
         render.render_turn_body(turn, feedback=feedback)

@@ -192,10 +192,12 @@ def prepare(s, *, quiet: bool = False) -> None:
     else:
         print(f"GUIDES_RERANKER={s.reranker}: nothing to build")
     print("[3/3] LLM", flush=True)
-    if s.llm == "bundled":
-        from answer.bundled import assemble_bundled_model
+    from answer.bundled import BUNDLED_MODELS, assemble_bundled_model
 
-        print(f"model file ready: {assemble_bundled_model(s.data_dir)}")
+    if s.llm in BUNDLED_MODELS:
+        print(f"model file ready: {assemble_bundled_model(s.data_dir, s.llm)}")
+        if s.llm_speculative == "draft":
+            print(f"draft model ready: {assemble_bundled_model(s.data_dir, 'bundled-small')}")
     else:
         print(f"GUIDES_LLM={s.llm}: nothing to build")
 
@@ -206,22 +208,38 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import subprocess
+    """Prepare, then become Streamlit (os.execve): SIGTERM/SIGINT reach the app itself, nothing is left behind."""
+    import logging
+    import time
 
+    from guides_qa.logs import setup_logging
+
+    s = _settings(args)
+    path = setup_logging(s)
+    log = logging.getLogger("guides_qa.serve")
+    log.info("guides serve: data folder %s, log file %s", s.data_dir.resolve(), path)
     if not args.no_prepare:
-        prepare(_settings(args))
+        t = time.monotonic()
+        prepare(s)
+        log.info("start-up: prepared index, reranker and model file in %.1f s", time.monotonic() - t)
     app = Path(__file__).resolve().parent.parent / "app.py"
     if not app.exists():
         raise CliError(f"{app} not found")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
-           "--server.address", args.host, "--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
-    print(f"Starting the app on http://{args.host}:{args.port}/", flush=True)
+    # guides_qa.ui.serve starts the model warm-up, then runs `streamlit run app.py` in the same process.
+    cmd = [sys.executable, "-m", "guides_qa.ui.serve", "--server.headless", "true",
+           "--server.address", args.host, "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"]
     env = dict(os.environ)
-    if args.data_dir:
-        env["GUIDES_DATA_DIR"] = str(Path(args.data_dir).resolve())
-    if args.guides_dir:
-        env["GUIDES_GUIDES_DIR"] = str(Path(args.guides_dir).resolve())
-    return subprocess.call(cmd + ["--client.toolbarMode", "minimal"], env=env)
+    env["GUIDES_DATA_DIR"] = str(s.data_dir.resolve())
+    env["GUIDES_GUIDES_DIR"] = str(s.guides_dir.resolve())
+    log.info("start-up: starting the app on http://%s:%s/ (pid %d becomes Streamlit)", args.host, args.port,
+             os.getpid())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for h in logging.getLogger("guides_qa").handlers:
+        h.flush()
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
 
 
 def cmd_feedback_export(args) -> int:

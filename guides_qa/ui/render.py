@@ -9,13 +9,17 @@ Example (inside a Streamlit script)::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import streamlit as st
 
 from guides_qa.feedback import FeedbackEntry, FeedbackStore
 from guides_qa.ui.view import (CitationView, IndexStatus, TurnView, answer_markdown, error_turn, escape_md, fmt_ms,
-                               latency_line, new_turn_id, passage_html, shorten, turn_from_result)
+                               latency_line, loading_message, new_turn_id, passage_html, queue_message, shorten,
+                               turn_from_result)
+
+log = logging.getLogger("guides_qa.app")
 
 INTERRUPTED = "The answer was interrupted because the page reloaded (a button was clicked or a setting changed)."
 
@@ -210,6 +214,25 @@ def _save_rating(turn: TurnView, fb: FeedbackUI) -> None:
     st.session_state.setdefault("_feedback_saved", {})[turn.id] = "rating"
 
 
+# --------------------------------------------------------------------------- start-up and queue
+def warmup_errors(warmup) -> None:
+    """Each part that failed to load at start-up, with its cause (questions that need it will say so too)."""
+    for step in warmup.errors if warmup is not None else ():
+        st.error(f"**Start-up: loading the {escape_md(step.name)} failed.** {escape_md(step.error)}  \n"
+                 "Questions that need it will try again and show the error; the log has the details.",
+                 icon=":material/error:")
+
+
+def wait_for_warmup(warmup, *, poll: float = 0.5) -> None:
+    """Hold a question until the models are loaded, saying so: 'Loading the models (reranker), 12 s so far…'."""
+    if warmup is None or warmup.ready.is_set():
+        return
+    ph = st.empty()
+    while not warmup.wait(poll):
+        ph.markdown(f"*{loading_message(warmup.current, warmup.elapsed)}*")
+    ph.empty()
+
+
 # --------------------------------------------------------------------------- asking
 def stream_answer(pipe, turns: list[str], *, question: str, history: list, options: dict | None = None,
                   waiting: str = "Searching the guides…") -> TurnView:
@@ -218,6 +241,7 @@ def stream_answer(pipe, turns: list[str], *, question: str, history: list, optio
     A rerun that interrupts the stream (a click elsewhere) still leaves the question in ``history``.
     """
     from answer.answerer import Evidence, Token
+    from guides_qa.ui.engine import queue_listener
 
     turn_id = new_turn_id()
     settings = pipe.settings
@@ -229,17 +253,19 @@ def stream_answer(pipe, turns: list[str], *, question: str, history: list, optio
     gen = None
     try:
         gen = pipe.ask_stream(turns)
-        for ev in gen:
-            if isinstance(ev, Token):
-                streamed.append(ev.text)
-                ph.markdown(answer_markdown("".join(streamed)) + " ▌")
-            elif isinstance(ev, Evidence):
-                render_quote(quote_ph, ev)
-            else:
-                result = ev
+        with queue_listener(lambda ahead, waited: ph.markdown(f"*{queue_message(ahead, waited)}*")):
+            for ev in gen:
+                if isinstance(ev, Token):
+                    streamed.append(ev.text)
+                    ph.markdown(answer_markdown("".join(streamed)) + " ▌")
+                elif isinstance(ev, Evidence):
+                    render_quote(quote_ph, ev)
+                else:
+                    result = ev
         if result is None:
             raise RuntimeError("The pipeline finished without an answer.")
     except Exception as e:  # noqa: BLE001 - every failure becomes a message in the chat
+        log.error("question %r failed: %s", question, e, exc_info=e)
         ph.empty()
         turn = error_turn(question, e, settings, options=options, turns=turns, partial="".join(streamed),
                           turn_id=turn_id)

@@ -237,10 +237,10 @@ def llm_hint(settings) -> str:
         return (f"Check GUIDES_LLM_BASE_URL (now {settings.llm_base_url!r}), GUIDES_LLM_MODEL "
                 f"(now {settings.llm_model!r}) and the API key variable GUIDES_LLM_API_KEY_ENV names "
                 f"({settings.llm_api_key_env}); or pick another backend in the sidebar.")
-    if name.startswith("gguf:") or name == "bundled":
+    if name.startswith("gguf:") or name in ("bundled", "bundled-small"):
         return (f"Check GUIDES_LLM (now {name!r}): the GGUF file must exist and llama.cpp (xllamacpp) must be "
                 f"installed (`make install`); or set GUIDES_LLM=openai with GUIDES_LLM_BASE_URL and GUIDES_LLM_MODEL.")
-    return f"Check GUIDES_LLM (now {name!r}); supported: bundled, gguf:<path>, openai, fake."
+    return f"Check GUIDES_LLM (now {name!r}); supported: bundled, bundled-small, gguf:<path>, openai, fake."
 
 
 # --------------------------------------------------------------------------- text for rendering
@@ -306,6 +306,33 @@ def fmt_ms(ms: float) -> str:
     return f"{ms:.0f} ms" if ms >= 1 else f"{ms:.1f} ms"
 
 
+def loading_message(step: str | None, elapsed: float) -> str:
+    """'Loading the models (reranker), 12 s so far…' for a question that waits for the start-up."""
+    return f"Loading the models{f' ({step})' if step else ''}, {elapsed:.0f} s so far…"
+
+
+def queue_message(ahead: int, waited: float) -> str:
+    """What a question waiting for the one local model sees: its place in the queue and how long so far."""
+    if ahead <= 0:
+        return "Your question is next for the local model…"
+    who = "1 question" if ahead == 1 else f"{ahead} questions"
+    return (f"Queued for the local model: position {ahead + 1}, {who} ahead of yours "
+            f"(one answer at a time), {waited:.0f} s so far…")
+
+
+def turn_summary(turn: TurnView) -> str:
+    """One log line for a question: outcome, citations, stage timings."""
+    if not turn.ok:
+        return f"error ({turn.error.title}): {turn.error.detail}"
+    if turn.refused:
+        outcome = f"refused ({turn.refusal_reason})"
+    else:
+        verified = sum(c.verified for c in turn.citations)
+        outcome = f"answered, {len(turn.citations)} citation(s), {verified} verified"
+    stages = ", ".join(f"{label} {fmt_ms(ms)}" for label, ms in latency_parts(turn.timings))
+    return f"{outcome}; {stages}"
+
+
 # --------------------------------------------------------------------------- sidebar data
 @dataclass
 class IndexStatus:
@@ -336,8 +363,9 @@ def index_status(settings) -> IndexStatus:
 def llm_choices(settings) -> list[str]:
     """LLM backends a session may pick: the configured one first, then the others usable with these settings."""
     out = [settings.llm]
-    if "bundled" not in out:
-        out.append("bundled")
+    for name in ("bundled", "bundled-small"):
+        if name not in out:
+            out.append(name)
     if settings.llm_model and "openai" not in out:
         out.append("openai")
     return out

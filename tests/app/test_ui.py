@@ -9,7 +9,7 @@ import pytest
 
 from guides_qa.config import Settings
 from guides_qa.ui import view
-from guides_qa.ui.engine import Engine, SerialLLM, single_slot
+from guides_qa.ui.engine import Engine, QueuedLLM, single_slot
 from retrieval.search import Hit
 
 
@@ -118,8 +118,8 @@ def test_index_status_missing_and_present(tmp_path):
 
 
 def test_llm_choices_and_settings_snapshot_hide_secrets():
-    assert view.llm_choices(Settings(llm="fake")) == ["fake", "bundled"]
-    assert view.llm_choices(Settings(llm="bundled", llm_model="m")) == ["bundled", "openai"]
+    assert view.llm_choices(Settings(llm="fake")) == ["fake", "bundled", "bundled-small"]
+    assert view.llm_choices(Settings(llm="bundled", llm_model="m")) == ["bundled", "bundled-small", "openai"]
     snap = view.settings_snapshot(Settings(qdrant_api_key="secret"))
     assert "qdrant_api_key" not in snap and snap["llm"] == "bundled"
 
@@ -143,8 +143,8 @@ def test_engine_pipelines_share_index_and_embedder(tmp_path):
 
 
 def test_single_slot_backends():
-    assert single_slot("bundled") and single_slot("gguf:/m.gguf")
-    assert not single_slot("openai") and not single_slot("fake")
+    assert single_slot("bundled") and single_slot("bundled-small") and single_slot("gguf:/m.gguf") and single_slot("fake")
+    assert not single_slot("openai")
 
 
 class SlowLLM:
@@ -171,7 +171,7 @@ class SlowLLM:
 
 def test_serial_llm_runs_one_generation_at_a_time():
     inner = SlowLLM()
-    llm = SerialLLM(inner)
+    llm = QueuedLLM(inner)
     outs = []
 
     def run():
@@ -188,7 +188,7 @@ def test_serial_llm_runs_one_generation_at_a_time():
 def test_serial_llm_releases_the_slot_when_a_stream_is_abandoned():
     from answer.llm import LLMError
 
-    llm = SerialLLM(SlowLLM(), wait_seconds=0.5)
+    llm = QueuedLLM(SlowLLM(), wait_seconds=0.5)
     gen = llm.stream([], max_tokens=8, temperature=0.0)
     next(gen)
     with pytest.raises(LLMError, match="busy"):
