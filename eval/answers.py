@@ -37,9 +37,14 @@ def unsupported_numbers(answer: str, passages: list[str]) -> list[str]:
     return sorted(numbers(_ENUMERATOR.sub(" ", stated_text(answer))) - seen)
 
 
-def judge_answer(item: GoldenItem, answer: str, refused: bool, passages: list[str], citations: list[dict]) -> dict:
-    """Correctness of one answer: the facts it misses, the numbers no passage states, whether it is verified."""
-    verified = (not refused) and bool(citations) and all(c["verified"] for c in citations)
+def judge_answer(item: GoldenItem, answer: str, refused: bool, passages: list[str], citations: list[dict],
+                 status: str | None = None) -> dict:
+    """Correctness of one answer: the facts it misses, the numbers no passage states, whether it is verified
+    (the answer's own trust state when given: every checkable sentence verified; else every citation verified)."""
+    if status is not None:
+        verified = (not refused) and status == "verified"
+    else:
+        verified = (not refused) and bool(citations) and all(c["verified"] for c in citations)
     if not item.answerable:
         return {"correct": refused, "missing_facts": [], "unsupported_numbers": [], "fully_verified": verified}
     text = stated_text(answer)
@@ -77,7 +82,8 @@ def answer_record(pipe, item: GoldenItem, relevant: set[str], by_id: dict, lat: 
                         and all(k.casefold() in a.answer.casefold() for k in item.answer_keywords),
         "used_passages": [h.payload["text"] for h in used],
         "used_relevant": any(h.chunk_id in relevant for h in used),
-        **judge_answer(item, a.answer, a.refused, seen, cites),
+        "status": a.status,
+        **judge_answer(item, a.answer, a.refused, seen, cites, a.status),
         "timings_ms": {k: round(v, 1) for k, v in res.timings_ms.items()},
     }
 

@@ -123,7 +123,10 @@ class EmbedderAdapter(BaseRagasEmbedding):
 
 
 def load_judge(settings, pipeline=None):
+    """The ragas judge ``settings.judge`` names; None for 'off' (LLM-judged ragas metrics skipped)."""
     name = settings.judge
+    if name == "off":
+        return None
     if name == "fake":
         return FakeJudge()
     if name == "bundled":
@@ -143,4 +146,4 @@ def load_judge(settings, pipeline=None):
             raise JudgeError("GUIDES_JUDGE=openai needs GUIDES_JUDGE_MODEL (e.g. gpt-4o-mini).")
         return SchemaJudge(base_url=settings.judge_base_url, model=settings.judge_model,
                            api_key=os.environ.get(settings.judge_api_key_env), name=f"{settings.judge_model} @ {settings.judge_base_url or 'OpenAI'}")
-    raise JudgeError(f"Unknown judge {name!r} (GUIDES_JUDGE). Supported judges are: ['bundled', 'openai', 'fake']")
+    raise JudgeError(f"Unknown judge {name!r} (GUIDES_JUDGE). Supported judges are: ['bundled', 'openai', 'off', 'fake']")

@@ -186,8 +186,9 @@ class Settings(BaseSettings):
     # --- eval (owned by eval/) -----------------------------------------------
     judge: str = Field(
         "bundled",
-        description="Judge for ragas' LLM metrics: 'bundled' (the local model, output constrained to JSON by a schema), "
-        "'openai' (an OpenAI-compatible endpoint: judge_base_url, judge_model), or 'fake' (tests).",
+        description="Judge for ragas' LLM metrics: 'bundled' (the strongest bundled model, Qwen2.5-Coder-1.5B, output constrained to JSON by a schema), "
+        "'openai' (an OpenAI-compatible endpoint: judge_base_url, judge_model), 'off' (skip the LLM-judged ragas "
+        "metrics; every other figure is still computed), or 'fake' (tests).",
     )
     judge_base_url: str | None = Field(None, description="OpenAI-compatible base URL of the judge (judge='openai').")
     judge_model: str | None = Field(None, description="Judge model name at that endpoint.")

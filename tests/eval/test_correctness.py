@@ -153,3 +153,14 @@ def test_cli_split_runs_one_part(tmp_path, guides_copy, fake_settings, monkeypat
     assert "## Tune / test split" in (out / "report.md").read_text()
     with pytest.raises(SystemExit):
         main(["eval", "--retrieve-only", "--split", "dev", "--out", str(out), "--quiet"])
+
+
+def test_judge_off_skips_the_llm_metrics_and_unknown_judges_are_named(tmp_path):
+    import pytest
+
+    from eval.judge import JudgeError, load_judge
+    from guides_qa.config import Settings
+
+    assert load_judge(Settings(judge="off", data_dir=tmp_path)) is None
+    with pytest.raises(JudgeError, match="'off'"):
+        load_judge(Settings(judge="nope", data_dir=tmp_path))
