@@ -57,6 +57,8 @@ OPPOSITES = [
     ("bidirectional", "unidirectional"), ("bidirectional", "causal"), ("linear", "quadratic"),
     ("pre-training", "fine-tuning"), ("left", "right"), ("input", "output"), ("training", "inference"),
     ("lossless", "lossy"), ("deterministic", "stochastic"), ("parallel", "sequential"),
+    ("compute-bound", "memory-bound"), ("feature", "batch"), ("early", "late"), ("longer", "shorter"),
+    ("first", "last"), ("row", "column"), ("unidirectional", "bidirectional"),
 ]
 _OPPOSITE_OF: dict[str, set[str]] = {}
 for _a, _b in OPPOSITES:
@@ -237,6 +239,50 @@ class PassageIndex:
                 lo, hi = min(lo, s), max(hi, e)
         return lo, hi
 
+    def _anchor(self, stems: list[str], a: int, b: int) -> tuple[str, int]:
+        """The sentence or line of span [a, b) that holds most of the sentence's words (with its table header
+        row), where its numbers must be: '12 layers' must be on the BERT-Large line, not the BERT-Base one."""
+        want = {x for x in stems if not any(ch.isdigit() for ch in x)}      # the figures are what is checked
+        parts = [(s, e) for s, e in self.sentences if s >= a and e <= b]
+        if len(parts) < 2:
+            return self.text[a:b], a
+        hits = [len(want & set(content_stems(self.text[s:e]))) for s, e in parts]
+        top = max(hits)
+        kept = [(s, e) for (s, e), h in zip(parts, hits) if h > 0.75 * top or h == top]
+        return "\n".join(self.text[s:e] for s, e in kept), kept[0][0]
+
+    def label_of(self, a: int) -> str:
+        """The line that introduces the item at ``a``: the nearest line above it indented less (a list's parent,
+        "- **TensorRT-LLM (NVIDIA):**"), or for an unindented line the nearest one ending with a colon."""
+        line_start = self.text.rfind("\n", 0, a) + 1
+        line = self.text[line_start:self.text.find("\n", a) if "\n" in self.text[a:] else len(self.text)]
+        indent = len(line) - len(line.lstrip())
+        for prev in reversed(self.text[:line_start].rstrip("\n").split("\n")[-8:]):
+            t = prev.strip()
+            if not t:
+                continue
+            p_indent = len(prev) - len(prev.lstrip())
+            if (indent > 0 and p_indent < indent) or (indent == 0 and t.rstrip("*").endswith(":")):
+                return t
+        return ""
+
+    def _compare_items(self, sentence: str, anchor: str, a: int) -> tuple[list[str], list[str]]:
+        """Names the sentence states that its anchor lines (and their label) do not, where those lines name
+        something else: "GPTQ protects salient weights" on the AWQ line. (conflicts, reasons)."""
+        where = anchor + "\n" + self.label_of(a)
+        here = {**names(where), **proper_nouns(where)}
+        s_names = names(sentence)
+        others = [v for k, v in names(where).items() if k not in s_names and k not in self.header_names
+                  and k not in numbers(where)]
+        for k, v in s_names.items():
+            if k in here or k in self.header_names or k in numbers(sentence):
+                continue
+            if re.search(rf"(?<![\w]){re.escape(v.casefold())}(?![\w])", where.casefold()):
+                continue
+            if others:
+                return [others[0]], [f"the passage says this of {others[0]}, not {v}"]
+        return [], []
+
     def table_header(self, a: int) -> list[str] | None:
         """The header cells of the markdown table whose row starts at ``a`` (None outside a table)."""
         line_start = self.text.rfind("\n", 0, a) + 1
@@ -317,7 +363,24 @@ class PassageIndex:
             cover = set(content_stems(span)) | set(content_stems(" ".join(header)))
             uniq = set(stems)
             score = max(score, len(uniq & cover) / len(uniq))
-        missing, conflicts, reasons = _compare_terms(sentence, span, self.header_names, self.text + "\n" + self.header)
+        anchor, anchor_at = self._anchor(stems, a, b)
+        missing, conflicts, reasons = _compare_terms(sentence, span, self.header_names, self.text + "\n" + self.header,
+                                                     anchor=anchor)
+        if not conflicts:                 # a name the sentence ties to what another item of the span says
+            conflicts, item_reasons = self._compare_items(sentence, anchor, anchor_at)
+            reasons += item_reasons
+            missing = missing + [c for c in conflicts if c not in missing]
+        if not conflicts:
+            conflicts, neg_reasons = _compare_negation(sentence, span)
+            reasons += neg_reasons
+            missing = missing + [c for c in conflicts if c not in missing]
+        if not conflicts:                 # a side the whole passage never takes, where it takes the other
+            for w in sorted(opposites(sentence) - opposites(self.text)):
+                alt = sorted(_OPPOSITE_OF[w] & opposites(self.text))
+                if alt:
+                    conflicts.append(alt[0])
+                    missing.append(w)
+                    reasons.append(f"the passage says {' / '.join(alt)}, not {w}")
         if header is not None:            # a table row: a term must sit in the column the sentence names
             col_conflicts, col_reasons = _compare_columns(sentence, span, header)
             if col_conflicts:
@@ -343,19 +406,41 @@ class PassageIndex:
         return Alignment(status=VERIFIED, score=score, span_start=a, span_end=b, aligned=True)
 
 
+_NEGATED = re.compile(r"\b(?:no|not|without|never|eliminates?|removes?|avoids?|instead of)\s+(?:a |an |the |any |separate |explicit |extra |need for |need to )?([a-z][a-z-]+(?:\s[a-z][a-z-]+)?)", re.I)
+_NEGATORS = re.compile(r"\b(?:no|not|without|never|n't|eliminates?|removes?|avoids?|instead of|rather than|unlike|than)\b", re.I)
+
+
+def _compare_negation(sentence: str, span: str) -> tuple[list[str], list[str]]:
+    """A thing the span says is absent ("no reward model") that the sentence states as present, with no
+    negation of its own: contradicted. (conflicts, reasons)."""
+    if _NEGATORS.search(sentence):
+        return [], []
+    s_stems = set(content_stems(sentence))
+    for m in _NEGATED.finditer(normalise(span)):
+        thing = content_stems(m.group(1))
+        if thing and set(thing) <= s_stems and len(thing) >= (2 if len(thing) > 1 else 1) and len(thing[0]) > 3:
+            phrase = m.group(0).strip()
+            return [phrase], [f"the passage says {phrase}"]
+    return [], []
+
+
 def _compare_terms(sentence: str, span: str, header_names: dict[str, str],
-                   passage_text: str = "") -> tuple[list[str], list[str], list[str]]:
-    """(missing terms, the span's alternatives, reasons) for the key terms of ``sentence`` against ``span``."""
+                   passage_text: str = "", anchor: str | None = None) -> tuple[list[str], list[str], list[str]]:
+    """(missing terms, the span's alternatives, reasons) for the key terms of ``sentence`` against ``span``;
+    numbers against ``anchor`` (the lines of the span the sentence is about) when given."""
     missing, conflicts, reasons = [], [], []
-    s_num, p_num = numbers(sentence), numbers(span)
+    s_num, p_num = numbers(sentence), numbers(anchor if anchor is not None else span)
+    span_num = numbers(span)
     s_names, p_names = names(sentence), names(span)
     # Numbers: whole tokens with units. A name that is also a number token (FP16, 8x7B) is compared once, here.
     extra_nums = [v for k, v in p_num.items() if k not in s_num]
     for k, v in s_num.items():
         if k in p_num:
             continue
-        missing.append(v)
         same_unit = [x for x in extra_nums if _unit(number_key(x)) == _unit(k)]
+        if k in span_num and not same_unit:
+            continue                      # on another line of the span, and the anchor states no rival figure
+        missing.append(v)
         alts = (same_unit or extra_nums)[:2]
         if alts:
             conflicts.extend(x for x in alts if x not in conflicts)
@@ -484,6 +569,6 @@ def _compare_columns(sentence: str, row: str, header: list[str]) -> tuple[list[s
     return conflicts, reasons
 
 
-def align(sentence: str, passage: str, header: str = "", *, threshold: float = SUPPORT_THRESHOLD) -> Alignment:
+def align(sentence: str, passage: str, header: str = "") -> Alignment:
     """Align one sentence with one passage (see the module docstring)."""
-    return PassageIndex(passage, header).align(sentence, threshold=threshold)
+    return PassageIndex(passage, header).align(sentence)

@@ -36,7 +36,11 @@ def test_a_correct_cited_answer(pipe):
     assert a.status in ("verified", "too_short"), a.to_json()
 
 
-def test_the_canberra_question_is_answered_from_the_worked_example(pipe):
+def test_the_canberra_question_is_answered_from_the_worked_example(pipe, request):
+    if pipe.settings.llm == "bundled-small":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "measured: the 0.5B answers 'Sydney', copying the hallucinated chain of thought the passage shows as "
+            "wrong; the 1.5B (the default) answers Canberra. Strict: a small model that gets it right fails this.")))
     a = _checked(pipe.ask(["What is the capital of Australia?"]))
     assert not a.refused and "Canberra" in a.answer, a.to_json()
 

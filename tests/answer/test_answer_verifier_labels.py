@@ -11,6 +11,12 @@ The bounds below are what the verifier measured when the fixture was labelled (a
 116 pairs, 63 right / 53 wrong; 22 wrong verified (false accepts: 8 real, 14 constructed), 6 right not verified
 (false rejects), 16 wrong contradicted; precision of "verified" 57/79 = 72%. A verifier change that accepts more
 wrong sentences or rejects more right ones fails here; one that improves either should lower the bound with it.
+
+Then the verifier was improved on the fixture's *tune* half only (``eval.golden.split_of`` of each id: numbers read
+on the lines the sentence is about, names tied to their list item, negation, sides the passage never takes) and
+reported on the *test* half it never saw: false accepts there went 9 -> 7 of 22 wrong, false rejects stayed 2 of
+29 right (tune half: 13 -> 9 false accepts, 4 -> 4 false rejects). Overall now: 16 false accepts, 6 false rejects,
+precision of "verified" 57/73 = 78%.
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from answer.verify import CONTRADICTED, STATUSES, align
 FIXTURE = Path(__file__).parent / "fixtures" / "verifier_labels.jsonl"
 FIELDS = {"id", "origin", "question", "sentence", "passage", "header", "label", "note"}
 
-MAX_FALSE_ACCEPTS = 22        # wrong sentences marked verified, measured at 6b456cc
-MAX_FALSE_REJECTS = 6         # right sentences not verified, measured at 6b456cc
+MAX_FALSE_ACCEPTS = 16        # wrong sentences marked verified (22 when the fixture was labelled)
+MAX_FALSE_REJECTS = 6         # right sentences not verified (6 when the fixture was labelled)
 
 
 def _rows() -> list[dict]:
