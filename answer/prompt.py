@@ -204,7 +204,7 @@ def build_prompt(question: str, hits: Sequence[Hit], *, llm: LLM, max_passages: 
 _INJECTION_ANYWHERE = re.compile(
     r"\b(ignore|disregard|forget)\s+(?:(?:all|any|the|your|of|my)\s+)*(previous|prior|above|earlier|preceding|"
     r"system|original|initial)\b(?:\s+\w+){0,2}"
-    r"|\byou are now\b|\bfrom now on\b|\bdeveloper mode\b|\bdo anything now\b|\bjailbreak\w*|\bnew instructions?\s*:",
+    r"|\byou are now\b|\bfrom now on\b|\bdeveloper mode\b|\bdo anything now\b|\bnew instructions?\s*:",
     re.I,
 )
 # Imperatives at the start of a clause ("ignore ...", "act as ...", "say 'X'"); "users who try to

@@ -90,6 +90,7 @@ def test_injection_in_question_is_found_and_removed(question, kept, phrase):
     "What is a system prompt and why does it matter?",
     "What is prompt injection?",
     "Explain LoRA and QLoRA, then compare them.",
+    "What tricks do people use to jailbreak a chatbot past its safety training?",   # dev set n020: was refused
 ])
 def test_questions_about_injection_are_not_flagged(question):
     chk = check_injection(question)
