@@ -9,7 +9,7 @@ over ``query [SEP] heading path + chunk text``, mean pooling, and a linear layer
 The stock ``CrossEncoder(minilm, num_labels=1)`` puts a new classifier on the BERT [CLS] pooler,
 which this checkpoint never trained (it was trained with mean pooling); that one learned nothing
 (docs/offline-stack.md). Training is ``CrossEncoderTrainer`` with ``MultipleNegativesRankingLoss``:
-a softmax over the positive, the question's hard negatives and a few in-batch negatives. The head
+a softmax over the raw scores of the positive, the question's hard negatives and one in-batch negative. The head
 learns at ``HEAD_LR``, the encoder at the recipe's learning rate.
 
 The folder ``<data_dir>/models/reranker-<key>/`` (written to a temporary folder, then renamed) is
@@ -63,12 +63,13 @@ def recipe(settings: Settings, *, tiny: bool = False) -> dict:
         "seed": settings.reranker_seed,
         "max_length": settings.reranker_max_length,
         "epochs": settings.reranker_epochs,
-        "batch_size": 8,
+        "batch_size": 4,
         "hard_negatives": settings.reranker_hard_negatives,
-        "in_batch_negatives": 2,
-        "lr_encoder": 3e-5,
+        "in_batch_negatives": 1,
+        "lr_encoder": 5e-5,
         "lr_head": HEAD_LR,
-        "scale": 10.0,
+        "activation": None,          # softmax over the raw scores (the loss' default sigmoid saturates)
+        "scale": 1.0,
         "warmup_ratio": 0.1,
         "heldout_share": 0.1,
         "tiny": tiny,
@@ -202,14 +203,15 @@ def train_reranker(settings: Settings, *, progress: bool = True, tiny: bool = Fa
     tmp_root = Path(tempfile.mkdtemp(prefix=".train-", dir=_ensure(final.parent)))
     try:
         model = build_cross_encoder(r["max_length"], r["seed"])
-        loss = MultipleNegativesRankingLoss(model, num_negatives=r["in_batch_negatives"], scale=r["scale"])
+        loss = MultipleNegativesRankingLoss(model, num_negatives=r["in_batch_negatives"], scale=r["scale"],
+                                            activation_fn=None)
         args = CrossEncoderTrainingArguments(
             output_dir=str(tmp_root / "trainer"), num_train_epochs=r["epochs"],
             per_device_train_batch_size=r["batch_size"], learning_rate=r["lr_encoder"],
             learning_rate_mapping={r"\b2\.linear\.": r["lr_head"]},                 # the Dense head (module 2)
             warmup_steps=r["warmup_ratio"], weight_decay=0.01, seed=r["seed"], data_seed=r["seed"],
             batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none",
-            logging_steps=5, disable_tqdm=not progress, use_cpu=True, dataloader_num_workers=0)
+            logging_steps=10, disable_tqdm=not progress, use_cpu=True, dataloader_num_workers=0)
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(cols), loss=loss)
         t = time.perf_counter()
         out = trainer.train()
@@ -230,8 +232,9 @@ def train_reranker(settings: Settings, *, progress: bool = True, tiny: bool = Fa
                                                           "heldout_questions": len(heldout)},
             "steps": int(out.global_step), "loss": {"first": losses[0] if losses else None,
                                                     "last": losses[-1] if losses else None, "log": losses},
-            "heldout": {"top1_accuracy": acc, "chance": 1 / (1 + r["hard_negatives"]) if heldout else None,
-                        "note": "own chunk above all of its hard negatives (up to 7)"},
+            "heldout": {"top1_accuracy": acc,
+                        "chance": float(np.mean([1 / (1 + len(n)) for _, _, n in heldout])) if heldout else None,
+                        "note": "own chunk scored above all of its hard negatives (up to 7)"},
             "seconds": {"train": round(train_s, 1), "heldout": round(heldout_s, 1),
                         "total": round(time.perf_counter() - t_start, 1)},
             "cpu_seconds": round(time.process_time() - cpu_start, 1),
