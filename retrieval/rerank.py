@@ -7,16 +7,16 @@ order instead of replacing it.
 
 Backends, chosen by name (``settings.reranker``); an unknown name raises, nothing falls back:
 
-- ``maxsim`` (default): zero-shot late interaction (ColBERT-style MaxSim) over the bundled
-  MiniLM's token embeddings. No training; the best measured on the dev set (hybrid 0.672 /
-  0.910 / 0.769 hit@1 / hit@5 / MRR@10 -> 0.716 / 0.955 / 0.807 with 20 candidates, weight 0.8);
-- ``trained``: the project's own cross-encoder, built from the bundled MiniLM by
-  ``guides train-reranker`` into ``<data_dir>/models/reranker-<key>/`` (the key hashes the
-  indexed chunks, the training settings and the seed: a re-index makes it stale). Trained within
-  the 10-minute CPU budget it does not beat the hybrid order (retrieval/RERANK_MEASUREMENTS.md);
+- ``off`` (default): no reranking (``load_reranker`` returns ``None``). On the test part of the
+  dev set no reranker beat the hybrid order by +0.03 hit@1 (retrieval/RERANK_MEASUREMENTS.md);
+- ``maxsim``: zero-shot late interaction (ColBERT-style MaxSim) over the bundled MiniLM's token
+  embeddings; best on the tuning part (K=20, weight 0.8), worse than the hybrid on the test part;
+- ``trained``: the project's cross-encoder, fine-tuned from the bundled MiniLM by
+  ``guides train-reranker`` (retrieval/train_reranker.py) into ``<data_dir>/models/reranker-<key>/``
+  (the key hashes the indexed chunks, the training data, the recipe and the seed: a re-index makes
+  it stale); an ordinary sentence-transformers CrossEncoder folder, loaded like the next one;
 - a local sentence-transformers ``CrossEncoder`` folder, or a hub id (needs a network and
   ``HF_HUB_OFFLINE=0``);
-- ``off``: no reranking (``load_reranker`` returns ``None``);
 - ``fake:overlap``: a deterministic test double (share of the query's words in the passage).
 
 Example::

@@ -349,7 +349,7 @@ class QuestionLLM:
         return len(text.split())
 
 
-# --------------------------------------------------------------------------- real models (slow)
+# --------------------------------------------------------------------------- a real index, fakes for the models
 
 
 TINY_GUIDES = {
