@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -168,7 +168,7 @@ class NegativePicker:
     chunks: Sequence[Chunk]
     vectors: np.ndarray
     idf: dict[str, float]
-    tokenize: callable
+    tokenize: Callable[[str], list[str]]
     near_copy_cos: float = NEAR_COPY_COS
     topic_idf: float = TOPIC_IDF
     heading_jaccard: float = HEADING_JACCARD
@@ -242,6 +242,7 @@ def write_training_data(settings: Settings, *, out: Path = DATA_FILE, progress: 
 
     from answer.llm import complete, load_llm
     from guides_qa.pipeline import Pipeline
+    from ingest.bm25 import tokenize
 
     t_start = time.perf_counter()
     own_pipe = pipeline is None
@@ -252,7 +253,7 @@ def write_training_data(settings: Settings, *, out: Path = DATA_FILE, progress: 
         raise DataError(f"The index has {len(chunks)} chunk(s); add guides to {settings.guides_dir} and run "
                         f"`guides ingest`.")
     pipe.index.refresh()
-    picker = NegativePicker(chunks, vectors, pipe.index.bm25.idf, __import__("ingest.bm25", fromlist=["tokenize"]).tokenize)
+    picker = NegativePicker(chunks, vectors, pipe.index.bm25.idf, tokenize)
     dev = DevFilter(load_dev_questions(), embedder=pipe.embedder)
     order = chunk_order(chunks, settings.reranker_seed)[: settings.reranker_data_chunks]
     llm_settings = settings.model_copy(update={"llm": settings.reranker_data_llm,
