@@ -166,6 +166,15 @@ def cmd_train_reranker(args) -> int:
     from retrieval.train_reranker import train_reranker
 
     s = _settings(args)
+    if args.write_data:
+        from retrieval.reranker_data import DATA_FILE, write_training_data
+
+        rows, meta = write_training_data(s, progress=not args.quiet)
+        st = meta["stats"]
+        print(f"Wrote {len(rows)} training questions for {meta['chunks_asked']} chunks to {DATA_FILE} "
+              f"({st['questions_written']} written by {meta['llm']}; dropped {st['dropped_dev']} too close to a dev "
+              f"question, {st['dropped_not_in_top20']} not found by the hybrid search in its top 20)")
+        return 0
     path = train_reranker(s, progress=not args.quiet, tiny=args.tiny)
     print(f"Reranker ready: {path}")
     return 0
@@ -326,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pt = sub.add_parser("train-reranker", parents=[common], help="train the in-domain cross-encoder (offline)")
     pt.add_argument("--tiny", action="store_true", help="a few steps only (for tests)")
+    pt.add_argument("--write-data", action="store_true",
+                    help="regenerate retrieval/data/reranker_train.jsonl with the bundled LLM (slow), then stop")
     pt.add_argument("--quiet", action="store_true", help="no progress bars")
     pt.set_defaults(func=cmd_train_reranker)
 
@@ -362,9 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from answer.llm import LLMError
         from retrieval.rerank import RerankerError
+        from retrieval.reranker_data import DataError
         from retrieval.train_reranker import TrainingError
 
-        known += (LLMError, RerankerError, TrainingError)
+        known += (LLMError, RerankerError, TrainingError, DataError)
     except ImportError:
         pass
     try:
