@@ -1,4 +1,4 @@
-"""The app as a service with the real default models (MiniLM embedder, maxsim reranker, bundled LLM).
+"""The app as a service with the real default models (MiniLM embedder, no reranker: the measured default, bundled 1.5B LLM).
 
 - AppTest: load the page and ask at once; a cited answer, no exception (the first question once
   crashed importing transformers while the warm-up thread imported it too).
@@ -133,7 +133,7 @@ def test_apptest_with_the_real_default_models_load_and_ask_at_once(default_data,
         assert turn.citations and any(c.verified for c in turn.citations), turn.answer
         msg = [m for m in at.chat_message if m.name == "assistant"][-1]
         assert ":blue-badge[" in msg.markdown[0].value and not msg.error
-        assert turn.settings["llm"] == "bundled" and turn.settings["reranker"] == "maxsim"
+        assert turn.settings["llm"] == "bundled" and turn.settings["reranker"] == "off"
         print(f"\nload + first answer: {time.monotonic() - t:.1f} s; timings {turn.timings}")
     finally:
         shared_engine().close()                              # stop the llama.cpp server, release the index
