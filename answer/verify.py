@@ -517,6 +517,7 @@ def _compare_context(sentence: str, span: str) -> tuple[list[str], list[str]]:
     """Numbers the span states but about something else: "8 active" where the span's "8" counts experts and
     "12.9B" is what is active. (conflicts, reasons)."""
     conflicts, reasons = [], []
+    sentence, span = normalise(sentence), normalise(span)        # term offsets are offsets in the normalised text
     s_terms = [t for t in _term_positions(sentence) if t[0] in numbers(sentence)]
     p_terms = [t for t in _term_positions(span) if t[0] in numbers(span)]
     s_keys = {t[0] for t in s_terms}
@@ -535,6 +536,7 @@ def _compare_context(sentence: str, span: str) -> tuple[list[str], list[str]]:
 def _compare_columns(sentence: str, row: str, header: list[str]) -> tuple[list[str], list[str]]:
     """In a table row, a term the sentence ties to a column ("the technique is INT4") must be that column's
     value: INT4 sits under Method while Techniques says NF4. (conflicts, reasons)."""
+    sentence, row = normalise(sentence), normalise(row)          # term offsets are offsets in the normalised text
     rows = [_cells(r) for r in row.split("\n") if r.lstrip().startswith("|")]
     rows = [r for r in rows if len(r) == len(header)]
     if not rows:

@@ -87,3 +87,12 @@ def test_terms_are_read_as_whole_tokens_with_units():
     assert set(names("NF4 and INT4 with LoRA, QLoRA, GPT-4 and FUDGE")) == {"nf4", "int4", "lora", "qlora", "gpt4",
                                                                            "fudge"}
     assert set(proper_nouns("The capital of Australia is Canberra.")) == {"australia", "canberra"}
+
+
+def test_a_sentence_copied_from_the_passage_verifies_even_with_characters_nfkc_rewrites():
+    """'…' becomes '...' under NFKC: term offsets must stay in step with the text they index."""
+    passage = ("**Q15: What is LoRA?**\n- **Problem:** Full fine-tuning updates all parameters (e.g., 7B or 175B), "
+               "which is computationally expensive.\n- **Benefit:** Reduces trainable parameters by 10,000x.")
+    sentence = ("**Q15: What is LoRA?** … - **Problem:** Full fine-tuning updates all parameters (e.g., 7B or 175B), "
+                "which is computationally expensive.")
+    assert align(sentence, passage).status == VERIFIED

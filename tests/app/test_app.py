@@ -208,3 +208,21 @@ def test_refusal_is_shown_without_citations(app_env, new_app):
     assert [c.value for c in msg.caption if c.value.startswith("Why:")]
     assert not [p for p in blocks(msg, "popover") if p.proto.popover.label.startswith("[")]
     assert len(msg.dataframe[0].value) == 10                  # the sources are still there to inspect
+
+
+def test_the_evidence_is_shown_under_the_answer_without_a_click(app_env, new_app):
+    """Issue 9 §3: the guides' sentence each cited sentence aligned with, with guide › section, lines and state,
+    outside any popover or expander."""
+    at = ask(new_app().run(), QUESTION)
+    msg = assistant(at)
+    top = [m.value for m in msg.markdown]                 # direct children only: no click needed
+    assert "**From the guides**" in top
+    turn = at.session_state["history"][-1]
+    (ev, *_) = turn.evidence
+    quote = " ".join(ev["quote"].split())
+    assert any(v.startswith("> ") and quote[:40] in v for v in top)
+    hit = next(c for c in turn.citations if c.n == ev["n"])
+    assert quote in " ".join(hit.text.split())            # the guide's own words
+    caption = next(c.value for c in msg.caption if c.value.startswith(f"[{ev['n']}] "))
+    assert f"lines {ev['lines'][0]}–{ev['lines'][1]}" in caption and ev["guide"] in caption
+    assert "verified" in caption
