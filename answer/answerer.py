@@ -23,8 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
-from answer.citations import (Citation, attribute, question_terms_unseen, short_answer_grounded,
-                              strip_echoed_headers)
+from answer.citations import Citation, attribute, short_answer_grounded, strip_echoed_headers
 from answer.evidence import Quote, score_sentences, select_sentences, span_lines
 from answer.llm import LLM
 from answer.prompt import (ANSWER_PREFILL, NOT_COVERED, Dropped, Passage, PromptTooLong, build_prompt,
@@ -138,9 +137,8 @@ class Answerer:
     """Cited answers from retrieved hits with an injected LLM; settings give the defaults."""
 
     def __init__(self, settings: Settings, *, llm: LLM, embedder=None, rewriter: Rewriter | None = None,
-                 gate: RefusalGate | None = None, corpus_df: Callable[[], dict[str, int]] | None = None):
+                 gate: RefusalGate | None = None):
         self.settings = settings
-        self.corpus_df = corpus_df      # BM25 document frequencies of the whole index: words no guide contains
         self.llm = llm
         self.embedder = embedder
         self.rewriter = rewriter or Rewriter(settings.rewrite, llm=llm if settings.rewrite == "llm" else None)
@@ -294,15 +292,6 @@ class Answerer:
         # would tell the user the guides don't cover a topic they do cover.
         if s.refuse_unsupported and cited.n_supported == 0 and cited.n_checkable > 0:
             res = refuse("no sentence of the model's answer is supported by the passages", model_text=raw,
-                         after_generation=True)
-            yield res
-            return
-        df = self.corpus_df() if self.corpus_df is not None else None
-        unseen = question_terms_unseen(asked, df) if df else []
-        if s.refuse_unsupported and unseen and cited.status in ("unverified", "contradicted") \
-                and not any(sup.verified for c in cited.citations for sup in c.supports):
-            res = refuse(f"no sentence of the answer is verified and no guide mentions "
-                         f"{', '.join(repr(w) for w in unseen[:3])} (from the question)", model_text=raw,
                          after_generation=True)
             yield res
             return

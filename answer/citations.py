@@ -342,19 +342,3 @@ def short_answer_grounded(sentences: Sequence[str], passages: Sequence[Passage])
         return False
     stems = [set(content_stems(p.hit.text + " " + p.header)) for p in passages]
     return all(not w or any(w <= ps for ps in stems) for w in words)
-
-
-
-
-def question_terms_unseen(question: str, corpus_df: dict[str, int]) -> list[str]:
-    """The question's words (4+ letters, framing words aside) that no chunk of the whole index contains (BM25
-    document frequency 0): "tying" in "What is weight tying?" or "ring" in "How does ring attention work?"."""
-    from answer.evidence import QUESTION_WORDS
-    from ingest.bm25 import tokenize
-
-    out = []
-    for word in dict.fromkeys(re.findall(r"[A-Za-z][A-Za-z-]{3,}", question)):
-        stems = [t for t in tokenize(word) if t not in QUESTION_WORDS]
-        if stems and all(corpus_df.get(t, 0) == 0 for t in stems):
-            out.append(word)
-    return out

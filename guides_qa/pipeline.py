@@ -152,13 +152,7 @@ class Pipeline:
     def answerer(self):
         from answer.answerer import Answerer
 
-        return Answerer(self.settings, llm=self.llm, embedder=self.embedder, rewriter=self.rewriter,
-                        corpus_df=self._corpus_df)
-
-    def _corpus_df(self) -> dict[str, int] | None:
-        """BM25 document frequencies of the open index version (None before it is open)."""
-        bm25 = getattr(self.index, "bm25", None)
-        return bm25.df if bm25 is not None else None
+        return Answerer(self.settings, llm=self.llm, embedder=self.embedder, rewriter=self.rewriter)
 
     # -- ranking stages ------------------------------------------------------
     @property

@@ -86,22 +86,3 @@ def test_a_short_answer_from_nowhere_is_refused(settings, embedder, hits):
     res = Answerer(settings, llm=FakeLLM({"quantized": "Zebras [1]."}), embedder=embedder).answer(
         "What is the base model quantized to in QLoRA?", hits)
     assert res.refused and res.status == "refused"
-
-
-def test_question_words_no_guide_contains_are_found():
-    from answer.citations import question_terms_unseen
-
-    df = {"weight": 3, "embed": 5, "attent": 9, "lora": 4, "latenc": 2, "big": 0}
-    assert question_terms_unseen("What is weight tying for embeddings?", df) == ["tying"]
-    assert question_terms_unseen("How does ring attention work?", df) == ["ring"]
-    assert question_terms_unseen("Does a big LoRA add latency?", df) == []         # short words say little
-
-
-def test_an_unverified_answer_about_something_no_guide_mentions_is_refused(open_settings, embedder, hits):
-    settings = open_settings
-    llm = FakeLLM({"tying": "Weight tying saves parameters in a 65B model [4]."})   # about the QLoRA passage, unverified
-    a = Answerer(settings, llm=llm, embedder=embedder, corpus_df=lambda: {"weight": 2, "save": 1, "paramet": 4})
-    res = a.answer("What is weight tying and how many parameters does it save?", hits)
-    assert res.refused and "tying" in res.refusal_reason
-    ok = Answerer(settings, llm=FakeLLM(), embedder=embedder, corpus_df=lambda: {"lora": 2})
-    assert not ok.answer("Does LoRA merge into the weights at inference?", hits).refused   # verified: kept
