@@ -121,7 +121,6 @@ class LlamaServerLLM(OpenAICompatLLM):
     """
 
     supports_prefill = True
-    local = True                  # one slot on this machine's CPU: generations run one at a time
     default_prompt_budget = 450   # prompt tokens: a hard latency cap; the sentence budget (answer_context_tokens) is the real one
 
     def __init__(self, model_path: Path | Callable[[], Path], *, name: str, context_window: int, threads: int,

@@ -204,7 +204,6 @@ class Alignment:
     conflicts: list[str] = field(default_factory=list)   # what the span states instead
 
     aligned: bool = False            # its words align with the span (threshold reached), whatever its terms say
-    coverage: float = 0.0            # share of its content words anywhere in the passage (order and place aside)
 
     @property
     def verified(self) -> bool:
@@ -341,13 +340,6 @@ class PassageIndex:
         return min(cover, 1.0), self.tokens[ti][1], self.tokens[tj][2]
 
     def align(self, sentence: str, *, threshold: float = SUPPORT_THRESHOLD) -> Alignment:
-        a = self._align(sentence, threshold=threshold)
-        uniq = set(content_stems(sentence))
-        if a.status != TOO_SHORT and uniq:
-            a.coverage = len(uniq & self.stem_set) / len(uniq)
-        return a
-
-    def _align(self, sentence: str, *, threshold: float = SUPPORT_THRESHOLD) -> Alignment:
         stems = content_stems(sentence)
         if len(set(stems)) < MIN_CONTENT_WORDS:
             return Alignment(status=TOO_SHORT, score=0.0, reasons=["too short to check"])
