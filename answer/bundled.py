@@ -175,12 +175,14 @@ SPECULATIVE = ("off", "draft", "ngram")
 
 
 def start_server(model_path: Path, *, n_ctx: int, threads: int, speculative: str = "off",
-                 draft_path: Path | None = None, draft_max: int = 8):
+                 draft_path: Path | None = None, draft_max: int = 8, cache_prompt: bool = True):
     """Start llama.cpp's OpenAI-compatible server for ``model_path`` on 127.0.0.1 (a free port).
 
     ``speculative``: "draft" checks up to ``draft_max`` tokens proposed by ``draft_path`` (a smaller
     model with the same tokenizer) in one batch; "ngram" proposes tokens by looking them up in the
-    prompt (answers copy the passages' words); "off" decodes one token at a time."""
+    prompt (answers copy the passages' words); "off" decodes one token at a time. ``cache_prompt``
+    keeps the KV cache of the previous prompt so a shared prefix (the fixed system prompt) is not
+    recomputed; it is off only to measure what it saves (answer/MEASUREMENTS.md)."""
     if speculative not in SPECULATIVE:
         raise BundledModelError(f"Unknown speculative mode {speculative!r} (GUIDES_LLM_SPECULATIVE). "
                                 f"Supported: {list(SPECULATIVE)}")
@@ -202,7 +204,7 @@ def start_server(model_path: Path, *, n_ctx: int, threads: int, speculative: str
     p.port = 0
     p.ui = False
     p.offline = True
-    p.cache_prompt = True       # reuse the KV cache of the shared prompt prefix (system prompt)
+    p.cache_prompt = cache_prompt  # reuse the KV cache of the shared prompt prefix (system prompt)
     p.verbosity = 0
     sp = p.speculative
     if speculative == "draft":
