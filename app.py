@@ -18,7 +18,7 @@ import uuid  # noqa: E402
 
 import streamlit as st  # noqa: E402
 
-from guides_qa.config import SettingsError, load_settings  # noqa: E402
+from core.settings import SettingsError, load_settings  # noqa: E402
 from guides_qa.feedback import FeedbackStore  # noqa: E402
 from guides_qa.logs import setup_logging  # noqa: E402
 from guides_qa.ui import render, view  # noqa: E402

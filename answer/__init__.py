@@ -8,6 +8,6 @@ Example::
 """
 
 from answer.answerer import Answerer, AnswerResult, Token
-from answer.llm import LLM, LLMError, load_llm
+from core.llm import LLM, LLMError, load_llm
 
 __all__ = ["Answerer", "AnswerResult", "Token", "LLM", "LLMError", "load_llm"]

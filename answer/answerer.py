@@ -25,13 +25,13 @@ from typing import Callable, Iterator, Sequence
 
 from answer.citations import Citation, attribute, short_answer_grounded, strip_echoed_headers
 from answer.evidence import Quote, score_sentences, select_sentences, span_lines
-from answer.llm import LLM
+from core.llm import LLM
 from answer.prompt import (ANSWER_PREFILL, NOT_COVERED, Dropped, Passage, PromptTooLong, build_prompt,
                            check_injection, passage_has_injection)
 from answer.refusal import RefusalGate, model_declined, refusal_text
 from answer.rewrite import Rewrite, Rewriter
-from guides_qa.config import Settings
-from retrieval.search import Hit
+from core.settings import Settings
+from core.types import Hit
 
 
 @dataclass

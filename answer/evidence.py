@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from answer.verify import content_stems, sentence_spans
-from retrieval.search import Hit
+from core.types import Hit
 
 # Words that frame a question rather than name its topic.
 QUESTION_WORDS = frozenset(content_stems(

@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
-from answer.llm import LLM, count_messages_tokens
-from retrieval.search import Hit
+from core.llm import LLM, count_messages_tokens
+from core.types import Hit
 
 NOT_COVERED = "The guides do not cover this."
 

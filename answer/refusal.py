@@ -34,8 +34,8 @@ from typing import Sequence
 import numpy as np
 
 from answer.prompt import passage_header
-from ingest.clean import normalise_for_match
-from retrieval.search import Hit
+from core.text import normalise_for_match
+from core.types import Hit
 
 _COMMON_CAPS = frozenset("i a an the what why how when where which who whom whose is are can could does do did "
                          "should would will if in on for to of and or but so also please hi hello".split())

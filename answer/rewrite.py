@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from answer.citations import content_stems
-from answer.llm import LLM, complete
-from ingest.bm25 import STOPWORDS
+from core.llm import LLM, complete
+from core.text import STOPWORDS
 
 METHODS = ("heuristic", "llm", "off")
 

@@ -29,7 +29,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ingest.bm25 import STOPWORDS, stemmer_for_thread
+from core.text import STOPWORDS, stemmer_for_thread
 
 # Statuses, strongest first.
 VERIFIED, UNVERIFIED, CONTRADICTED, TOO_SHORT = "verified", "unverified", "contradicted", "too_short"

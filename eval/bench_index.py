@@ -61,7 +61,7 @@ def _vocabulary(rng: np.random.Generator, size: int = 30_000) -> list[str]:
 
 def synthetic_chunks(n: int, seed: int = 0):
     """``n`` chunks shaped like the guides' (a section path, ~80 words, line ranges) and unit vectors."""
-    from ingest.chunker import Chunk
+    from core.types import Chunk
 
     rng = np.random.default_rng(seed)
     vocab = np.array(_vocabulary(rng))
@@ -85,7 +85,7 @@ def synthetic_chunks(n: int, seed: int = 0):
 
 
 def _settings(data_dir: Path):
-    from guides_qa.config import load_settings
+    from core.settings import load_settings
 
     return load_settings(data_dir=data_dir, guides_dir=data_dir, embed_model=BenchEmbedder.name,
                          reranker="off", llm="fake")
@@ -93,7 +93,8 @@ def _settings(data_dir: Path):
 
 def build(data_dir: Path, n: int, *, progress: bool = False) -> tuple[float, list[str]]:
     """Write and publish a synthetic version; return (seconds, the query texts)."""
-    from ingest.bm25 import BM25Encoder, tokenize
+    from core.text import tokenize
+    from ingest.bm25 import BM25Encoder
     from ingest.store import IndexLayout, index_spec, start_version, write_index
 
     chunks, vecs, queries = synthetic_chunks(n)

@@ -41,7 +41,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from ingest.clean import normalise_for_match
+from core.text import normalise_for_match
 
 KINDS = ("answerable", "unanswerable", "followup")
 SPLIT_SEED = "guides-qa-split-v1"

@@ -131,8 +131,8 @@ def load_judge(settings, pipeline=None):
         return FakeJudge()
     if name == "bundled":
         if settings.llm != "bundled" or pipeline is None:
-            from answer.llm import load_llm
-            from guides_qa.config import Settings
+            from core.llm import load_llm
+            from core.settings import Settings
 
             llm = load_llm(settings.model_copy(update={"llm": "bundled"}) if isinstance(settings, Settings) else settings)
         else:

@@ -36,7 +36,7 @@ def md_table(rows: list[dict], cols: list[str], first: str) -> str:
 
 
 def render_markdown(m: dict, per_question: list[dict] | None = None) -> str:
-    out = [f"# guides-qa eval report\n", f"- run: {m['run']['date']} on {m['run']['machine']}",
+    out = ["# guides-qa eval report\n", f"- run: {m['run']['date']} on {m['run']['machine']}",
            f"- golden set: `{m['run']['golden']}` ({m['run']['n_questions']} questions: "
            + ", ".join(f"{k} {v}" for k, v in m['run']['kinds'].items()) + ")",
            f"- index: {m['index']['n_chunks']} chunks from {m['index']['n_guides']} guides, "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from guides_qa.config import Settings
+from core.settings import Settings
 from guides_qa.pipeline import Pipeline
 
 from .golden import PARTS, SPLIT_SEED, TEST_SHARE, GoldenItem, load_golden, select_part

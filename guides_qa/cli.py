@@ -19,7 +19,7 @@ class CliError(Exception):
 
 
 def _settings(args):
-    from guides_qa.config import load_settings
+    from core.settings import load_settings
 
     over = {}
     if getattr(args, "guides_dir", None):
@@ -66,7 +66,7 @@ STATUS_MARK = {"verified": "✓ verified", "contradicted": "✗ contradicted", "
 
 
 def cmd_ask(args) -> int:
-    from guides_qa.pipeline import InputError, Pipeline
+    from guides_qa.pipeline import Pipeline
 
     s = _settings(args)
     pipe = Pipeline(s)
@@ -201,7 +201,7 @@ def prepare(s, *, quiet: bool = False) -> None:
     else:
         print(f"GUIDES_RERANKER={s.reranker}: nothing to build")
     print("[3/3] LLM", flush=True)
-    from answer.bundled import BUNDLED_MODELS, assemble_bundled_model
+    from core.bundled import BUNDLED_MODELS, assemble_bundled_model
 
     if s.llm in BUNDLED_MODELS:
         print(f"model file ready: {assemble_bundled_model(s.data_dir, s.llm)}")
@@ -366,12 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from guides_qa.config import SettingsError
+    from core.settings import SettingsError
     from ingest.store import IndexError_
 
     known: tuple = (CliError, SettingsError, IndexError_, FileNotFoundError)
     try:
-        from answer.llm import LLMError
+        from core.llm import LLMError
         from retrieval.rerank import RerankerError
         from retrieval.reranker_data import DataError
         from retrieval.train_reranker import TrainingError

@@ -15,11 +15,12 @@ import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from guides_qa.config import Settings
+from core.settings import Settings
 from typing import Iterator
 
 from ingest.embed import Embedder, load_embedder
-from retrieval.search import Hit, HybridSearcher, IndexHandle, Mode
+from core.types import Hit
+from retrieval.search import HybridSearcher, IndexHandle, Mode
 
 
 class InputError(ValueError):
@@ -138,7 +139,7 @@ class Pipeline:
 
     @cached_property
     def llm(self):
-        from answer.llm import load_llm
+        from core.llm import load_llm
 
         return load_llm(self.settings)
 

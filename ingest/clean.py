@@ -7,7 +7,6 @@ cleaned text still point at the same lines of the source file.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 import ftfy
@@ -101,9 +100,3 @@ def clean_text(text: str) -> tuple[str, CleanReport]:
     if is_web_page(text):
         text, report.chrome_lines_dropped = drop_web_chrome(text)
     return text, report
-
-
-def normalise_for_match(text: str) -> str:
-    """NFKC, casefold, every run of non [a-z0-9] to one space: how evidence phrases are matched."""
-    t = unicodedata.normalize("NFKC", text).casefold()
-    return re.sub(r"[^a-z0-9]+", " ", t).strip()

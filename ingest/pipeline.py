@@ -2,7 +2,7 @@
 
 Example::
 
-    from guides_qa.config import Settings
+    from core.settings import Settings
     from ingest.pipeline import run_ingest
     summary = run_ingest(Settings())
     print(summary.render())
@@ -20,10 +20,13 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from guides_qa.config import Settings, fingerprint_hash
+from core.settings import Settings, fingerprint_hash
 
-from .bm25 import BM25Encoder, tokenize
-from .chunker import Chunk, Chunker
+from core.text import tokenize
+from core.types import Chunk
+
+from .bm25 import BM25Encoder
+from .chunker import Chunker
 from .clean import clean_text
 from .embed import Embedder, load_embedder
 from .reader import RawGuide, Skipped, find_guides, read_guide

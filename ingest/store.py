@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from guides_qa.config import Settings
+from core.settings import Settings
+from core.text import tokenize
+from core.types import Chunk
 
-from .backends import INDEX_FORMAT, IndexBackend, IndexBackendError, IndexPoint, IndexSpec, get_backend
-from .bm25 import BM25Encoder, tokenize
-from .chunker import Chunk
+from .backends import INDEX_FORMAT, IndexBackend, IndexPoint, IndexSpec, get_backend
+from .bm25 import BM25Encoder
 
 LEASE = ".readers"
 

@@ -38,12 +38,12 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Protocol, Sequence, runtime_checkable
 
-from guides_qa.config import Settings
+from core.settings import Settings
 
-from .search import Hit
+from core.types import Hit
 
 if TYPE_CHECKING:
-    from ingest.chunker import Chunk
+    from core.types import Chunk
 
 SEP = " › "
 TRAINED_FORMAT = "guides-qa/st-cross-encoder/2"

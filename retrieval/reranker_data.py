@@ -6,7 +6,7 @@ that file, so a fresh machine trains without running the LLM. For a seeded subse
 indexed chunks (``settings.reranker_data_chunks``):
 
 1. the LLM named by ``settings.reranker_data_llm`` (default ``bundled``, Qwen2.5-Coder-1.5B)
-   writes up to 3 questions the chunk answers (greedy; ``answer.llm.load_llm`` + ``complete``);
+   writes up to 3 questions the chunk answers (greedy; ``core.llm.load_llm`` + ``complete``);
 2. a question too close to any dev-set question (eval/golden.jsonl, every turn of both parts)
    is dropped: same words after normalisation, word-set Jaccard >= 0.8, character similarity
    >= 0.85, or MiniLM cosine >= 0.9 (decontamination);
@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
-from guides_qa.config import Settings
-from ingest.clean import normalise_for_match
+from core.settings import Settings
+from core.text import normalise_for_match
 
 if TYPE_CHECKING:
-    from ingest.chunker import Chunk
+    from core.types import Chunk
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_FILE = ROOT / "retrieval" / "data" / "reranker_train.jsonl"
@@ -240,9 +240,9 @@ def write_training_data(settings: Settings, *, out: Path = DATA_FILE, progress: 
     """
     from tqdm import tqdm
 
-    from answer.llm import complete, load_llm
+    from core.llm import complete, load_llm
     from guides_qa.pipeline import Pipeline
-    from ingest.bm25 import tokenize
+    from core.text import tokenize
 
     t_start = time.perf_counter()
     own_pipe = pipeline is None

@@ -17,50 +17,18 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Literal
 
-from guides_qa.config import Settings
-from ingest.bm25 import BM25Encoder, tokenize
+from core.settings import Settings
+from core.types import Hit
+from core.text import tokenize
+from ingest.bm25 import BM25Encoder
 from ingest.embed import Embedder
 from ingest.backends import IndexBackend, IndexBackendError, IndexQuery, IndexReader
 from ingest.store import IndexError_, IndexLayout, Lease, Version
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "bm25")
-
-
-@dataclass
-class Hit:
-    """One ranked passage: the indexed chunk's payload plus its scores."""
-    payload: dict
-    score: float
-    rank: int
-    scores: dict = field(default_factory=dict)     # per stage: fused, rerank, ...
-
-    @property
-    def chunk_id(self) -> str:
-        return self.payload["chunk_id"]
-
-    @property
-    def text(self) -> str:
-        return self.payload["text"]
-
-    def to_json(self) -> dict:
-        p = self.payload
-        out = {
-            "rank": self.rank,
-            "chunk_id": p["chunk_id"],
-            "guide": p["guide"],
-            "guide_title": p["guide_title"],
-            "section": p["section"],
-            "lines": list(p["lines"]),
-            "text": p["text"],
-            "score": round(float(self.score), 6),
-        }
-        if self.scores:
-            out["scores"] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.scores.items()}
-        return out
 
 
 class IndexHandle:

@@ -35,8 +35,8 @@ from typing import Sequence
 
 import numpy as np
 
-from guides_qa.config import Settings
-from ingest.chunker import Chunk
+from core.settings import Settings
+from core.types import Chunk
 
 from .rerank import TRAINED_FORMAT, format_passage
 from .reranker_data import DATA_FILE, read_training_data, resolve_rows

@@ -28,7 +28,7 @@ def guides_copy(tmp_path) -> Path:
 @pytest.fixture
 def fake_settings(tmp_path):
     """Settings for fast tests: the hash embedder, a private data folder."""
-    from guides_qa.config import Settings
+    from core.settings import Settings
 
     def make(guides_dir: Path, **kw):
         kw = {"reranker": "off", "llm": "fake", **kw}
@@ -47,7 +47,7 @@ def real_embedder():
 @pytest.fixture(scope="session")
 def real_index(tmp_path_factory, real_embedder):
     """The real guides ingested once with the real model into a real embedded Qdrant."""
-    from guides_qa.config import Settings
+    from core.settings import Settings
     from ingest.pipeline import run_ingest
 
     data = tmp_path_factory.mktemp("real-index")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Iterator
 
-from guides_qa.config import Settings
+from core.settings import Settings
 from guides_qa.pipeline import Pipeline
 
 log = logging.getLogger("guides_qa.engine")
@@ -83,7 +83,7 @@ class QueuedLLM:
             return len(self._queue)
 
     def stream(self, messages, *, max_tokens, temperature, stop=None) -> Iterator[str]:
-        from answer.llm import LLMError
+        from core.llm import LLMError
 
         ticket = object()
         notify = getattr(_listener, "callback", None)
@@ -123,7 +123,7 @@ class QueuedLLM:
 def single_slot(backend: str) -> bool:
     """Local llama.cpp servers (bundled, bundled-small, gguf:) run one request at a time; so does the fake that stands
     in for them in tests, so the app's tests take the queued path. Only a remote endpoint runs several."""
-    from answer.bundled import BUNDLED_MODELS
+    from core.bundled import BUNDLED_MODELS
 
     return backend in BUNDLED_MODELS or backend.partition(":")[0] in ("fake", "gguf")
 
@@ -399,7 +399,7 @@ class Engine:
         return self._once(self._embedders, s.embed_model, lambda: load_embedder(s.embed_model))
 
     def llm(self, s: Settings):
-        from answer.llm import load_llm
+        from core.llm import load_llm
 
         key = (s.llm, s.llm_base_url, s.llm_model, s.llm_api_key_env, s.llm_context_window, s.llm_threads,
                str(s.data_dir.resolve()))

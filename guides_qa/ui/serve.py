@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from guides_qa.config import load_settings
+    from core.settings import load_settings
     from guides_qa.logs import setup_logging
     from guides_qa.ui.engine import shared_engine
 

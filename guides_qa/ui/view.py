@@ -211,7 +211,7 @@ def describe_error(exc: BaseException, settings) -> ErrorView:
     if isinstance(exc, IndexError_):
         return ErrorView("index", "The index cannot be used", msg,
                          "Run `guides ingest` (or **Re-index guides** in the sidebar).")
-    if _is(exc, "answer.llm", "LLMError") or _is(exc, "answer.bundled", "BundledModelError"):
+    if _is(exc, "core.llm", "LLMError") or _is(exc, "core.bundled", "BundledModelError"):
         return ErrorView("llm", "The language model could not answer", msg, llm_hint(settings))
     if _is(exc, "retrieval.rerank", "RerankerError"):
         return ErrorView("reranker", "The reranker could not be loaded", msg,

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from . import INDEX_FORMAT, IndexBackendError, IndexHit, IndexPoint, IndexQuery, IndexSpec
+from .base import INDEX_FORMAT, IndexBackendError, IndexHit, IndexPoint, IndexQuery, IndexSpec
 
 SHARD_DIR = "shard"
 # Segment sizes are given to the engine in KB: 1 KB means "always" (index and optimize every segment).

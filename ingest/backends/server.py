@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from . import INDEX_FORMAT, IndexBackendError, IndexHit, IndexPoint, IndexQuery, IndexSpec
+from .base import INDEX_FORMAT, IndexBackendError, IndexHit, IndexPoint, IndexQuery, IndexSpec
 
 
 def connect(settings):

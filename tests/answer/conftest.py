@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from answer.llm import FakeLLM
-from guides_qa.config import Settings
+from core.llm import FakeLLM
+from core.settings import Settings
 from ingest.embed import HashEmbedder
-from retrieval.search import Hit
+from core.types import Hit
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,7 +91,7 @@ def answer_pipeline(answer_real_index):
 @pytest.fixture(scope="session")
 def answer_bundled_llm():
     """The bundled model, assembled (or reused) under the repo's data/models, served on loopback."""
-    from answer.llm import load_llm
+    from core.llm import load_llm
 
     llm = load_llm(Settings(llm="bundled", data_dir=REPO / "data"))
     llm.start()

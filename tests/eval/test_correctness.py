@@ -159,7 +159,7 @@ def test_judge_off_skips_the_llm_metrics_and_unknown_judges_are_named(tmp_path):
     import pytest
 
     from eval.judge import JudgeError, load_judge
-    from guides_qa.config import Settings
+    from core.settings import Settings
 
     assert load_judge(Settings(judge="off", data_dir=tmp_path)) is None
     with pytest.raises(JudgeError, match="'off'"):

@@ -1,15 +1,15 @@
 """Both index backends behind one interface: embedded (qdrant-edge) and server (qdrant-client local mode)."""
 
-import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from guides_qa.config import SettingsError, load_settings
+from core.settings import SettingsError, load_settings
 from guides_qa.pipeline import Pipeline
 from ingest.backends import IndexBackendError, IndexPoint, IndexQuery, IndexSpec, get_backend
 from ingest.backends.edge import EdgeBackend
 from ingest.backends.server import ServerBackend
-from ingest.bm25 import BM25Encoder, tokenize
+from core.text import tokenize
+from ingest.bm25 import BM25Encoder
 from ingest.embed import HashEmbedder
 from ingest.pipeline import run_ingest
 from ingest.store import IndexLayout

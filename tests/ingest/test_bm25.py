@@ -1,7 +1,8 @@
 import numpy as np
 from rank_bm25 import BM25Okapi
 
-from ingest.bm25 import BM25Encoder, term_id, tokenize
+from core.text import tokenize
+from ingest.bm25 import BM25Encoder, term_id
 
 DOCS = [
     "LoRA trains low-rank adapters while the base weights stay frozen",

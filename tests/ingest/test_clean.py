@@ -1,4 +1,5 @@
-from ingest.clean import clean_text, drop_web_chrome, is_web_page, normalise_for_match, repair_mojibake
+from core.text import normalise_for_match
+from ingest.clean import clean_text, drop_web_chrome, is_web_page, repair_mojibake
 
 from pathlib import Path
 

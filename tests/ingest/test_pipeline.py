@@ -122,7 +122,7 @@ def test_interrupted_ingest_leaves_previous_index_usable(guides_copy, fake_setti
 
 
 def _hold_index(data_dir, guides_dir, ready, release):
-    from guides_qa.config import Settings
+    from core.settings import Settings
     from ingest.embed import HashEmbedder
     from guides_qa.pipeline import Pipeline
 

@@ -18,7 +18,7 @@ from ingest.store import LEASE, IndexError_, IndexLayout
 
 def _reader(data_dir, guides_dir, cmd, out):
     """A separate process with its own Pipeline: 'ask' answers one question, 'stop' exits."""
-    from guides_qa.config import Settings
+    from core.settings import Settings
     from guides_qa.pipeline import Pipeline
     from ingest.embed import HashEmbedder
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 
-from guides_qa.config import Settings
-from ingest.chunker import Chunk
-from ingest.clean import normalise_for_match
+from core.settings import Settings
+from core.types import Chunk
+from core.text import normalise_for_match
 from retrieval import reranker_data as D
 from retrieval import train_reranker as T
 from retrieval.rerank import (
@@ -21,7 +20,7 @@ from retrieval.rerank import (
     load_reranker,
     rerank,
 )
-from retrieval.search import Hit
+from core.types import Hit
 
 
 # --------------------------------------------------------------------------- fakes
@@ -277,7 +276,7 @@ def test_committed_training_data_shares_no_question_with_the_dev_set():
 def _picker(chunks, vectors=None):
     import numpy as np
 
-    from ingest.bm25 import tokenize
+    from core.text import tokenize
 
     if vectors is None:
         vectors = np.eye(len(chunks), dtype=np.float32)

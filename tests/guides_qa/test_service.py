@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from guides_qa.config import Settings
+from core.settings import Settings
 from guides_qa.ui import view
 from guides_qa.ui.engine import Engine, QueuedLLM, queue_listener
 
@@ -122,7 +122,7 @@ def test_one_sessions_error_does_not_reach_the_others():
 
 
 def test_queue_wait_gives_up_with_a_message_and_leaves_the_queue():
-    from answer.llm import LLMError
+    from core.llm import LLMError
 
     inner = GatedLLM()
     q = QueuedLLM(inner, wait_seconds=0.3)
@@ -205,9 +205,9 @@ def fake_kind(request, monkeypatch):
     """GUIDES_LLM=fake as it is, and a fake that continues a prefilled answer and has a small prompt
     budget like the bundled llama.cpp backend (the settings the app once dropped)."""
     if request.param == "fake-like-llama.cpp":
-        import answer.llm
+        import core.llm
 
-        real = answer.llm.load_llm
+        real = core.llm.load_llm
 
         def load_llm(settings):
             llm = real(settings)
@@ -215,7 +215,7 @@ def fake_kind(request, monkeypatch):
             llm.default_prompt_budget = 260
             return llm
 
-        monkeypatch.setattr(answer.llm, "load_llm", load_llm)
+        monkeypatch.setattr(core.llm, "load_llm", load_llm)
     return request.param
 
 

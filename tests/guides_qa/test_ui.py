@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from guides_qa.config import Settings
+from core.settings import Settings
 from guides_qa.ui import view
 from guides_qa.ui.engine import Engine, QueuedLLM, single_slot
-from retrieval.search import Hit
+from core.types import Hit
 
 
 def hit(rank: int, scores: dict, text: str = "Some passage text.") -> Hit:
@@ -82,7 +82,7 @@ def test_conversation_leaves_out_failed_turns_and_caps_history():
 
 # --------------------------------------------------------------------------- errors
 def test_describe_error_names_the_setting_to_fix():
-    from answer.llm import LLMError
+    from core.llm import LLMError
     from guides_qa.pipeline import InputError
     from ingest.store import IndexMissingError
     from retrieval.rerank import RerankerError
@@ -186,7 +186,7 @@ def test_serial_llm_runs_one_generation_at_a_time():
 
 
 def test_serial_llm_releases_the_slot_when_a_stream_is_abandoned():
-    from answer.llm import LLMError
+    from core.llm import LLMError
 
     llm = QueuedLLM(SlowLLM(), wait_seconds=0.5)
     gen = llm.stream([], max_tokens=8, temperature=0.0)

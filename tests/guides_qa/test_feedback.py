@@ -49,7 +49,7 @@ def test_invalid_input_raises(tmp_path):
 
 
 def test_for_settings_lives_in_the_data_dir(tmp_path):
-    from guides_qa.config import Settings
+    from core.settings import Settings
 
     assert FeedbackStore.for_settings(Settings(data_dir=tmp_path)).path == tmp_path / "feedback.sqlite"
 

@@ -2,12 +2,13 @@
 
 Values come from (highest first): keyword arguments, environment variables
 (``GUIDES_<NAME>``; ``QDRANT_URL`` and ``QDRANT_API_KEY`` also work unprefixed),
-an optional ``guides.toml`` / ``.env`` file in the working directory, then the
-defaults below. Every model is a setting: the bundled offline model is the default.
+a ``.env`` file, then a ``guides.toml`` file (both optional, in the working directory;
+``guides.toml`` holds ``name = value`` lines with the setting names below, e.g. ``top_k = 5``),
+then the defaults below. Every model is a setting: the bundled offline model is the default.
 
 Example::
 
-    from guides_qa.config import Settings
+    from core.settings import Settings
     s = Settings(top_k=5)            # per-run override
     s.index_dir                      # PosixPath('data/index')
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 
 class SettingsError(ValueError):
@@ -31,10 +32,18 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GUIDES_",
         env_file=".env",
+        toml_file="guides.toml",
         extra="forbid",
         validate_default=True,
         populate_by_name=True,
     )
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource):
+        """Keyword arguments, then GUIDES_* variables, then .env, then guides.toml (working directory)."""
+        return init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls)
 
     # --- corpus and storage -------------------------------------------------
     guides_dir: Path = Field(Path("data/guides"), description="Folder of .md/.markdown/.txt guides to index.")

@@ -58,7 +58,7 @@ def _wait_health(url: str, proc: subprocess.Popen, log: Path, timeout: float = 9
 @pytest.fixture(scope="module")
 def served_app(tmp_path_factory, real_embedder):
     """The app on a free port over a real-embedder index of two guides; yields its URL."""
-    from guides_qa.config import Settings
+    from core.settings import Settings
     from ingest.pipeline import run_ingest
 
     root = tmp_path_factory.mktemp("browser")

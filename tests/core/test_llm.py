@@ -8,8 +8,8 @@ import os
 import pytest
 
 from answer import bundled
-from answer.llm import FakeLLM, LLMError, OpenAICompatLLM, count_messages_tokens, complete, load_llm
-from guides_qa.config import Settings
+from core.llm import FakeLLM, LLMError, OpenAICompatLLM, count_messages_tokens, complete, load_llm
+from core.settings import Settings
 
 
 def test_unknown_backend_lists_valid_names(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from answer.llm import FakeLLM
+from core.llm import FakeLLM
 from answer.refusal import (RefusalGate, missing_entities, model_declined, named_entities, refusal_text,
                             retrieval_confidence)
 from answer.rewrite import Rewriter, clean_llm_rewrite, heuristic_rewrite, needs_context, topic_terms

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from answer.answerer import Answerer, Evidence, find_loop
 from answer.evidence import select_sentences, span_lines
-from answer.llm import FakeLLM
+from core.llm import FakeLLM
 
 
 def words(text: str) -> int:

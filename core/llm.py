@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
 
-from guides_qa.config import Settings
+from core.settings import Settings
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 
@@ -142,7 +142,7 @@ class LlamaServerLLM(OpenAICompatLLM):
                 return self
             import httpx
 
-            from answer.bundled import start_server
+            from core.bundled import start_server
 
             path = self._model_path() if callable(self._model_path) else self._model_path
             draft = self._draft_path() if callable(self._draft_path) else self._draft_path
@@ -264,7 +264,7 @@ def load_llm(settings: Settings) -> LLM:
             raise LLMError(f"Unknown fake LLM rule {rule!r} (setting GUIDES_LLM={name!r}). "
                            f"Supported: {[f'fake:{r}' for r in FakeLLM.RULES]}")
         return FakeLLM(rule=rule, context_window=settings.llm_context_window)
-    from answer.bundled import BUNDLED_MODELS, assemble_bundled_model
+    from core.bundled import BUNDLED_MODELS, assemble_bundled_model
 
     draft = None
     if settings.llm_speculative == "draft":

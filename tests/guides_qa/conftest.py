@@ -16,7 +16,7 @@ SMALL_GUIDES = ("transformers-llm-interview-questions.md", "100-llm-interview-qu
 
 def build_index(guides_dir: Path, data_dir: Path, **kw):
     """run_ingest with the hash embedder (fast, deterministic)."""
-    from guides_qa.config import Settings
+    from core.settings import Settings
     from ingest.embed import HashEmbedder
     from ingest.pipeline import run_ingest
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from guides_qa.config import Settings
+from core.settings import Settings
 from eval.hnsw_recall import guide_sentences, measure
 
 REAL_GUIDES = Path(__file__).resolve().parents[2] / "data" / "guides"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from answer.llm import FakeLLM, count_messages_tokens
+from core.llm import FakeLLM, count_messages_tokens
 from answer.prompt import (SYSTEM_PROMPT, PromptTooLong, arrange, build_prompt, check_injection, edge_order,
                            passage_has_injection, render_passage_text)
 

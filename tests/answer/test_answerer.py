@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from answer.answerer import Evidence, Answerer, AnswerResult, Token
-from answer.llm import FakeLLM, count_messages_tokens
+from core.llm import FakeLLM, count_messages_tokens
 from answer.rewrite import Rewrite
-from guides_qa.config import Settings
+from core.settings import Settings
 
 
 def _events(answerer, question, hits, **kw):

@@ -70,8 +70,8 @@ def wait_for_log(path: Path, text: str, proc: subprocess.Popen, timeout: float =
 @pytest.fixture(scope="module")
 def built_index(tmp_path_factory, real_embedder) -> Path:
     """The real guides indexed with the real embedder, default settings; never opened by an app."""
-    from answer.bundled import assemble_bundled_model
-    from guides_qa.config import Settings
+    from core.bundled import assemble_bundled_model
+    from core.settings import Settings
     from ingest.pipeline import run_ingest
 
     assemble_bundled_model(REPO / "data")                # what `make run` prepares; reused when verified
@@ -188,7 +188,7 @@ def test_two_ingests_while_the_app_answers(small_index, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from ingest.store import IndexLayout
-    from guides_qa.config import Settings
+    from core.settings import Settings
     from guides_qa.ui.engine import shared_engine
 
     guides, data = small_index

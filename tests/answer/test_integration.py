@@ -7,7 +7,7 @@ import re
 import pytest
 
 from answer.answerer import Answerer, AnswerResult, Token
-from answer.llm import complete, count_messages_tokens
+from core.llm import complete, count_messages_tokens
 from answer.prompt import ANSWER_PREFILL, build_prompt
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from ingest.bm25 import tokenize
+from core.text import tokenize
 from ingest.pipeline import run_ingest
 from ingest.store import IndexLayout
 
@@ -79,7 +79,7 @@ def test_top_results_hold_the_expected_section(real_pipeline, question, expected
 
 
 def test_real_incremental_skip_and_interrupt(guides_copy, tmp_path, real_embedder):
-    from guides_qa.config import Settings
+    from core.settings import Settings
 
     s = Settings(guides_dir=guides_copy, data_dir=tmp_path / "data")
     (guides_copy / "broken.txt").write_bytes(b"\xff\xfe\x00\x00binary")
