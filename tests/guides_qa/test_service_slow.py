@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,12 +35,6 @@ pytestmark = pytest.mark.slow
 
 
 # --------------------------------------------------------------------------- helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def clean_env(**env: str) -> dict:
     out = {k: v for k, v in os.environ.items() if not k.startswith(("GUIDES_", "QDRANT_"))}
     out.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO), **env)
@@ -90,7 +83,7 @@ def default_data(built_index, tmp_path) -> Path:
 
 
 @pytest.fixture
-def serve(default_data, tmp_path):
+def serve(default_data, tmp_path, free_port):
     """Start `guides serve --no-prepare` with the default models in a new session; yields (proc, data, url)."""
     procs = []
 
@@ -277,24 +270,7 @@ def browsers(tmp_path):
             d.quit()
 
 
-def wait_health(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"`guides serve` exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.read().decode().strip() == "ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"the app did not answer /_stcore/health within {timeout} s")
-
-
-def test_three_browser_sessions_ask_at_once_right_after_start_up(serve, browsers):
+def test_three_browser_sessions_ask_at_once_right_after_start_up(serve, browsers, wait_health):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
