@@ -12,10 +12,15 @@ Example::
     msgs = [{"role": "user", "content": "hi"}]
     text = "".join(llm.stream(msgs, max_tokens=64, temperature=0.0, stop=None))
     n = count_messages_tokens(llm, msgs)
+
+The OpenAI-compatible backends (``bundled``, ``gguf:``, ``openai``) also answer in a JSON schema
+with ``complete_json`` (the ragas judge in eval/judge.py uses it), so answering, judging and
+question writing all go through this module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -69,7 +74,8 @@ class OpenAICompatLLM:
     default_prompt_budget: int | None = None   # remote endpoints: only the context window limits the prompt
 
     def __init__(self, *, base_url: str | None, model: str, api_key: str | None, context_window: int,
-                 name: str = "openai", setting_hint: str = "GUIDES_LLM_BASE_URL", timeout: float = 120.0):
+                 name: str = "openai", setting_hint: str = "GUIDES_LLM_BASE_URL", timeout: float = 120.0,
+                 model_setting: str = "GUIDES_LLM_MODEL", key_setting: str = "GUIDES_LLM_API_KEY_ENV"):
         from openai import OpenAI
 
         self.name = name
@@ -77,13 +83,30 @@ class OpenAICompatLLM:
         self.base_url = base_url
         self.context_window = context_window
         self._hint = setting_hint
+        self._model_setting = model_setting
+        self._key_setting = key_setting
         # A local server (Ollama, llama.cpp) needs no key, but the client insists on a non-empty one.
         self.client = OpenAI(base_url=base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=0)
 
-    def stream(self, messages, *, max_tokens, temperature, stop=None):
+    @contextlib.contextmanager
+    def _errors(self):
+        """The client's connection, key and model errors as LLMErrors naming the setting to fix."""
         import openai
 
         try:
+            yield
+        except openai.APIConnectionError as e:
+            raise LLMError(f"Cannot reach the LLM endpoint {self.base_url or 'api.openai.com'} "
+                           f"(setting {self._hint}): {e}. Start the server or fix the URL.") from e
+        except openai.AuthenticationError as e:
+            raise LLMError(f"The LLM endpoint {self.base_url} rejected the API key: {e}. "
+                           f"Put a valid key in the environment variable {self._key_setting} names.") from e
+        except openai.NotFoundError as e:
+            raise LLMError(f"The LLM endpoint {self.base_url} has no model {self.model!r} "
+                           f"(setting {self._model_setting}): {e}") from e
+
+    def stream(self, messages, *, max_tokens, temperature, stop=None):
+        with self._errors():
             resp = self.client.chat.completions.create(
                 model=self.model, messages=list(messages), stream=True, max_tokens=max_tokens,
                 temperature=temperature, stop=list(stop) if stop else None,
@@ -96,15 +119,20 @@ class OpenAICompatLLM:
                         piece = chunk.choices[0].delta.content
                         if piece:
                             yield piece
-        except openai.APIConnectionError as e:
-            raise LLMError(f"Cannot reach the LLM endpoint {self.base_url or 'api.openai.com'} "
-                           f"(setting {self._hint}): {e}. Start the server or fix the URL.") from e
-        except openai.AuthenticationError as e:
-            raise LLMError(f"The LLM endpoint {self.base_url} rejected the API key: {e}. "
-                           f"Put a valid key in the environment variable GUIDES_LLM_API_KEY_ENV names.") from e
-        except openai.NotFoundError as e:
-            raise LLMError(f"The LLM endpoint {self.base_url} has no model {self.model!r} "
-                           f"(setting GUIDES_LLM_MODEL): {e}") from e
+
+    def complete_json(self, messages: Sequence[Message], schema: dict, *, max_tokens: int, name: str = "reply",
+                      temperature: float = 0.0, timeout: float | None = None) -> str:
+        """The whole reply, held to the JSON ``schema`` by the endpoint (``response_format`` json_schema:
+        llama.cpp's server turns it into a grammar; OpenAI and vLLM support it too). The caller validates
+        it: a model may still stop mid-object at ``max_tokens``. ``timeout`` (s) overrides the client's."""
+        with self._errors():
+            r = self.client.chat.completions.create(
+                model=self.model, messages=list(messages), max_tokens=max_tokens, temperature=temperature,
+                response_format={"type": "json_schema",
+                                 "json_schema": {"name": name, "schema": schema, "strict": True}},
+                **({"timeout": timeout} if timeout is not None else {}),
+            )
+        return (r.choices[0].message.content or "") if r.choices else ""
 
     def count_tokens(self, text: str) -> int:
         # No tokenizer for an arbitrary remote model: BPE vocabularies average 3.5-4.5 characters per
@@ -165,6 +193,10 @@ class LlamaServerLLM(OpenAICompatLLM):
     def stream(self, messages, *, max_tokens, temperature, stop=None):
         self.start()
         yield from super().stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop)
+
+    def complete_json(self, messages, schema, **kw) -> str:
+        self.start()
+        return super().complete_json(messages, schema, **kw)
 
     def count_tokens(self, text: str) -> int:
         if not text:

@@ -1,9 +1,10 @@
-"""Judges for ragas' LLM metrics: any OpenAI-compatible endpoint with JSON-schema-constrained output.
+"""Judges for ragas' LLM metrics: the project's LLM client with JSON-schema-constrained output.
 
 ragas asks its judge for pydantic models. Small local models rarely write valid JSON on their own,
-so the judge sends the model's JSON schema as ``response_format`` (llama.cpp's server turns it into
-a grammar; OpenAI and vLLM support it too) and validates the reply. A reply that still does not
-validate raises: ragas records NaN for that sample, and the report counts the NaNs.
+so ``SchemaJudge`` wraps an OpenAI-compatible LLM from ``core.llm`` and calls its
+``complete_json``, which sends the model's JSON schema as ``response_format`` (llama.cpp's server
+turns it into a grammar; OpenAI and vLLM support it too); the judge validates the reply. A reply
+that still does not validate raises: ragas records NaN for that sample, and the report counts the NaNs.
 
 Example::
 
@@ -14,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-
 import os
 import typing as t
 
@@ -22,33 +22,26 @@ from pydantic import BaseModel
 from ragas.embeddings import BaseRagasEmbedding
 from ragas.llms import InstructorBaseRagasLLM
 
+SYSTEM = "Reply with one JSON object that follows the schema."
+
 
 class JudgeError(RuntimeError):
-    pass
+    """The judge is misconfigured or returned something unusable; the message says which."""
 
 
 class SchemaJudge(InstructorBaseRagasLLM):
-    def __init__(self, *, base_url: str | None, model: str, api_key: str | None, name: str, max_tokens: int = 768):
-        from openai import OpenAI
+    """A ragas judge over one of ``core.llm``'s OpenAI-compatible LLMs (one with ``complete_json``)."""
 
+    def __init__(self, llm, *, name: str, max_tokens: int = 768, timeout: float = 300.0):
+        if not callable(getattr(llm, "complete_json", None)):
+            raise JudgeError(f"The judge needs an OpenAI-compatible LLM (bundled, gguf:<path> or openai) that can "
+                             f"answer in a JSON schema; {getattr(llm, 'name', llm)!r} cannot. Set GUIDES_JUDGE.")
+        self.llm = llm
         self.name = name
-        self.model = model
         self.max_tokens = max_tokens
-        self._sync = OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=300, max_retries=0)
+        self.timeout = timeout
         self.calls = 0
         self.invalid = 0
-
-    def _request(self, prompt: str, response_model: type[BaseModel]) -> dict:
-        schema = response_model.model_json_schema()
-        return dict(
-            model=self.model,
-            messages=[{"role": "system", "content": "Reply with one JSON object that follows the schema."},
-                      {"role": "user", "content": prompt}],
-            temperature=0.0,
-            max_tokens=self.max_tokens,
-            response_format={"type": "json_schema",
-                             "json_schema": {"name": response_model.__name__, "schema": schema, "strict": True}},
-        )
 
     def _parse(self, text: str, response_model):
         self.calls += 1
@@ -59,8 +52,10 @@ class SchemaJudge(InstructorBaseRagasLLM):
             raise JudgeError(f"judge {self.name} returned invalid JSON for {response_model.__name__}: {e}") from e
 
     def generate(self, prompt, response_model):
-        r = self._sync.chat.completions.create(**self._request(prompt, response_model))
-        return self._parse(r.choices[0].message.content or "", response_model)
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+        text = self.llm.complete_json(messages, response_model.model_json_schema(), name=response_model.__name__,
+                                      max_tokens=self.max_tokens, temperature=0.0, timeout=self.timeout)
+        return self._parse(text, response_model)
 
     async def agenerate(self, prompt, response_model):
         # The sync client in a worker thread, not AsyncOpenAI: ragas is driven by one asyncio.run per answer,
@@ -123,27 +118,34 @@ class EmbedderAdapter(BaseRagasEmbedding):
 
 
 def load_judge(settings, pipeline=None):
-    """The ragas judge ``settings.judge`` names; None for 'off' (LLM-judged ragas metrics skipped)."""
+    """The ragas judge ``settings.judge`` names; None for 'off' (LLM-judged ragas metrics skipped).
+
+    'bundled' judges with the answering model itself when that is the bundled one (``pipeline.llm``:
+    the same llama.cpp server, no second model in memory); 'openai' talks to GUIDES_JUDGE_BASE_URL /
+    GUIDES_JUDGE_MODEL through the same client class as answering.
+    """
+    from core.llm import OpenAICompatLLM, load_llm
+
     name = settings.judge
     if name == "off":
         return None
     if name == "fake":
         return FakeJudge()
     if name == "bundled":
-        if settings.llm != "bundled" or pipeline is None:
-            from core.llm import load_llm
-            from core.settings import Settings
-
-            llm = load_llm(settings.model_copy(update={"llm": "bundled"}) if isinstance(settings, Settings) else settings)
-        else:
+        if settings.llm == "bundled" and pipeline is not None:
             llm = pipeline.llm
-        base = llm.address.rstrip("/") + "/v1"
-        return SchemaJudge(base_url=base, model=llm.name, api_key=None, name=f"{llm.name} (local, JSON-schema constrained)")
+        else:
+            llm = load_llm(settings.model_copy(update={"llm": "bundled"}))
+        return SchemaJudge(llm, name=f"{llm.name} (local, JSON-schema constrained)")
     if name == "openai":
         if not settings.judge_base_url and not os.environ.get(settings.judge_api_key_env):
             raise JudgeError(f"GUIDES_JUDGE=openai needs GUIDES_JUDGE_BASE_URL or the key in {settings.judge_api_key_env}.")
         if not settings.judge_model:
             raise JudgeError("GUIDES_JUDGE=openai needs GUIDES_JUDGE_MODEL (e.g. gpt-4o-mini).")
-        return SchemaJudge(base_url=settings.judge_base_url, model=settings.judge_model,
-                           api_key=os.environ.get(settings.judge_api_key_env), name=f"{settings.judge_model} @ {settings.judge_base_url or 'OpenAI'}")
+        llm = OpenAICompatLLM(base_url=settings.judge_base_url, model=settings.judge_model,
+                              api_key=os.environ.get(settings.judge_api_key_env),
+                              context_window=settings.llm_context_window, name=f"judge:{settings.judge_model}",
+                              setting_hint="GUIDES_JUDGE_BASE_URL", model_setting="GUIDES_JUDGE_MODEL",
+                              key_setting="GUIDES_JUDGE_API_KEY_ENV", timeout=300.0)
+        return SchemaJudge(llm, name=f"{settings.judge_model} @ {settings.judge_base_url or 'OpenAI'}")
     raise JudgeError(f"Unknown judge {name!r} (GUIDES_JUDGE). Supported judges are: ['bundled', 'openai', 'off', 'fake']")

@@ -163,11 +163,12 @@ def _stream_answer(pipe, turns: list[str]) -> int:
 
 
 def cmd_train_reranker(args) -> int:
-    from retrieval.train_reranker import train_reranker
+    from retrieval.training.fit import train_reranker
 
     s = _settings(args)
     if args.write_data:
-        from retrieval.reranker_data import DATA_FILE, write_training_data
+        from retrieval.trained import DATA_FILE
+        from retrieval.training.data import write_training_data
 
         rows, meta = write_training_data(s, progress=not args.quiet)
         st = meta["stats"]
@@ -189,8 +190,8 @@ def prepare(s, *, quiet: bool = False) -> None:
     print(summary.render(), flush=True)
     print("[2/3] Reranker", flush=True)
     if s.reranker == "trained":
-        from retrieval.rerank import trained_model_dir
-        from retrieval.train_reranker import train_reranker
+        from retrieval.trained import trained_model_dir
+        from retrieval.training.fit import train_reranker
 
         path = trained_model_dir(s)
         if (path / "reranker.json").is_file():
@@ -373,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from core.llm import LLMError
         from retrieval.rerank import RerankerError
-        from retrieval.reranker_data import DataError
-        from retrieval.train_reranker import TrainingError
+        from retrieval.training.data import DataError
+        from retrieval.training.fit import TrainingError
 
         known += (LLMError, RerankerError, TrainingError, DataError)
     except ImportError:

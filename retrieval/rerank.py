@@ -12,9 +12,10 @@ Backends, chosen by name (``settings.reranker``); an unknown name raises, nothin
 - ``maxsim``: zero-shot late interaction (ColBERT-style MaxSim) over the bundled MiniLM's token
   embeddings; best on the tuning part (K=20, weight 0.8), worse than the hybrid on the test part;
 - ``trained``: the project's cross-encoder, fine-tuned from the bundled MiniLM by
-  ``guides train-reranker`` (retrieval/train_reranker.py) into ``<data_dir>/models/reranker-<key>/``
-  (the key hashes the indexed chunks, the training data, the recipe and the seed: a re-index makes
-  it stale); an ordinary sentence-transformers CrossEncoder folder, loaded like the next one;
+  ``guides train-reranker`` (retrieval/training/) into ``<data_dir>/models/reranker-<key>/``
+  (retrieval/trained.py: the key hashes the indexed chunks, the training data, the recipe and the
+  seed, so a re-index makes it stale); an ordinary sentence-transformers CrossEncoder folder, loaded
+  like the next one;
 - a local sentence-transformers ``CrossEncoder`` folder, or a hub id (needs a network and
   ``HF_HUB_OFFLINE=0``);
 - ``fake:overlap``: a deterministic test double (share of the query's words in the passage).
@@ -39,14 +40,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Protocol, Sequence, runtime_checkable
 
 from core.settings import Settings
-
 from core.types import Hit
+
+from .trained import TRAINED_FORMAT, format_passage, trained_model_dir
 
 if TYPE_CHECKING:
     from core.types import Chunk
 
-SEP = " › "
-TRAINED_FORMAT = "guides-qa/st-cross-encoder/2"
+__all__ = ["BACKENDS", "Reranker", "RerankerError", "combine", "format_passage", "hit_passage", "load_reranker",
+           "rerank", "trained_model_dir", "warm_reranker"]
+
 BACKENDS = ("off", "trained", "maxsim", "fake:overlap", "<local CrossEncoder folder>", "<hub id, e.g. cross-encoder/ms-marco-MiniLM-L-6-v2>")
 
 
@@ -63,12 +66,6 @@ class Reranker(Protocol):
 
 
 # --------------------------------------------------------------------------- passages
-
-
-def format_passage(section_path: Sequence[str], text: str) -> str:
-    """What a cross-encoder reads for one chunk: its heading path (without the guide title), then its text."""
-    head = SEP.join(section_path)
-    return f"{head}\n{text}" if head else text
 
 
 def hit_passage(hit: Hit) -> str:
@@ -255,14 +252,6 @@ class SentenceTransformersCrossEncoder:
         s = self.model.predict([(query, p) for p in passages], batch_size=self.batch_size,
                                show_progress_bar=False, convert_to_numpy=True)
         return [float(x) for x in s.reshape(-1)]
-
-
-def trained_model_dir(settings: Settings) -> Path:
-    """Where the trained reranker for the current index and settings lives (it may not exist)."""
-    from ingest.store import IndexLayout
-    from retrieval.train_reranker import model_dir
-
-    return model_dir(settings, IndexLayout(settings).require_current().chunks())
 
 
 def _load_trained(settings: Settings) -> SentenceTransformersCrossEncoder:

@@ -141,7 +141,7 @@ def test_bundled_judge_answers_in_the_schema(answer_bundled_llm, answer_real_ind
     settings = answer_real_index.model_copy(update={"judge": "bundled", "llm": "bundled"})
     judge = load_judge(settings, SimpleNamespace(llm=answer_bundled_llm))
     assert isinstance(judge, SchemaJudge) and "local, JSON-schema constrained" in judge.name
-    assert judge._sync.base_url.host == "127.0.0.1"
+    assert judge.llm is answer_bundled_llm and answer_bundled_llm.address.startswith("http://127.0.0.1")
     out = judge.generate("Is this statement supported by the context? Context: LoRA trains low-rank matrices. "
                          "Statement: LoRA trains low-rank matrices. Give verdict 1 if supported, else 0.", Verdict)
     assert isinstance(out, Verdict) and out.verdict in (0, 1) and judge.calls == 1 and judge.invalid == 0

@@ -62,6 +62,15 @@ def test_openai_unreachable_endpoint_names_the_setting(tmp_path):
     assert "127.0.0.1:9" in str(e.value) and "GUIDES_LLM_BASE_URL" in str(e.value)
 
 
+def test_complete_json_unreachable_endpoint_names_the_setting_it_was_given():
+    # The judge's client names the judge's settings, not the answering model's.
+    llm = OpenAICompatLLM(base_url="http://127.0.0.1:9/v1", model="m", api_key=None, context_window=4096,
+                          setting_hint="GUIDES_JUDGE_BASE_URL", model_setting="GUIDES_JUDGE_MODEL")
+    with pytest.raises(LLMError) as e:
+        llm.complete_json([{"role": "user", "content": "hi"}], {"type": "object"}, max_tokens=5)
+    assert "127.0.0.1:9" in str(e.value) and "GUIDES_JUDGE_BASE_URL" in str(e.value)
+
+
 def test_fake_script_matches_substring_in_order():
     llm = FakeLLM({"LoRA": "LoRA answer [1].", "Lo": "never"})
     msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "Question: what is LoRA?"}]

@@ -164,3 +164,29 @@ def test_judge_off_skips_the_llm_metrics_and_unknown_judges_are_named(tmp_path):
     assert load_judge(Settings(judge="off", data_dir=tmp_path)) is None
     with pytest.raises(JudgeError, match="'off'"):
         load_judge(Settings(judge="nope", data_dir=tmp_path))
+
+
+def test_judges_use_the_projects_llm_client(tmp_path, monkeypatch):
+    """Judging goes through core.llm like answering: 'bundled' reuses the answering model, nothing starts here."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from core.llm import FakeLLM, LlamaServerLLM, OpenAICompatLLM, load_llm
+    from core.settings import Settings
+    from eval.judge import JudgeError, SchemaJudge, load_judge
+
+    answering = load_llm(Settings(llm="bundled", data_dir=tmp_path))
+    judge = load_judge(Settings(judge="bundled", llm="bundled", data_dir=tmp_path), SimpleNamespace(llm=answering))
+    assert isinstance(judge, SchemaJudge) and judge.llm is answering and answering._server is None
+    other = load_judge(Settings(judge="bundled", llm="fake", data_dir=tmp_path), SimpleNamespace(llm=FakeLLM()))
+    assert isinstance(other.llm, LlamaServerLLM) and other.llm.name.startswith("bundled:")      # its own server
+    monkeypatch.delenv("JUDGE_KEY", raising=False)
+    remote = load_judge(Settings(judge="openai", judge_base_url="http://127.0.0.1:9/v1", judge_model="jm",
+                                 judge_api_key_env="JUDGE_KEY", data_dir=tmp_path))
+    assert type(remote.llm) is OpenAICompatLLM and remote.llm.model == "jm"
+    assert remote.llm.base_url == "http://127.0.0.1:9/v1" and remote.llm._hint == "GUIDES_JUDGE_BASE_URL"
+    with pytest.raises(JudgeError, match="GUIDES_JUDGE_MODEL"):
+        load_judge(Settings(judge="openai", judge_base_url="http://127.0.0.1:9/v1", data_dir=tmp_path))
+    with pytest.raises(JudgeError, match="JSON schema.*GUIDES_JUDGE"):
+        SchemaJudge(FakeLLM(), name="x")

@@ -178,13 +178,16 @@ def test_schema_judge_survives_one_event_loop_per_answer():
 
     from pydantic import BaseModel
 
+    from core.llm import OpenAICompatLLM
     from eval.judge import SchemaJudge
+
+    requests = []
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"            # keep-alive, so a client would pool the connection
 
         def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
+            requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
                                "choices": [{"index": 0, "finish_reason": "stop",
                                             "message": {"role": "assistant", "content": '{"verdict": 1}'}}]}).encode()
@@ -203,9 +206,17 @@ def test_schema_judge_survives_one_event_loop_per_answer():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        judge = SchemaJudge(base_url=f"http://127.0.0.1:{server.server_port}/v1", model="m", api_key=None, name="stub")
+        llm = OpenAICompatLLM(base_url=f"http://127.0.0.1:{server.server_port}/v1", model="m", api_key=None,
+                              context_window=4096, name="stub")
+        judge = SchemaJudge(llm, name="stub")
         for _ in range(3):
             assert asyncio.run(judge.agenerate("Is it supported?", Verdict)).verdict == 1
         assert judge.calls == 3 and judge.invalid == 0
+        # through the project's client, with the reply held to the pydantic model's schema
+        assert len(requests) == 3 and requests[0]["model"] == "m" and requests[0]["temperature"] == 0.0
+        fmt = requests[0]["response_format"]
+        assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "Verdict"
+        assert fmt["json_schema"]["schema"] == Verdict.model_json_schema()
+        assert requests[0]["messages"][-1] == {"role": "user", "content": "Is it supported?"}
     finally:
         server.shutdown()

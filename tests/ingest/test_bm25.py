@@ -41,8 +41,21 @@ def test_unknown_query_terms_are_dropped_and_roundtrip():
     assert again.idf == enc.idf
 
 
-def test_term_ids_are_stable_32_bit():
-    assert term_id("lora") == term_id("lora") and 0 <= term_id("lora") < 2**32
+def test_term_ids_are_crc32_so_the_same_in_every_process():
+    # Known values: an id from Python's salted hash() (different in every process) would not match
+    # the ids already stored in an index, and BM25 queries would silently find nothing.
+    assert [term_id(t) for t in ("lora", "qlora", "attent")] == [881021184, 391622782, 2020603487]
+    assert term_id("") == 0 and 0 <= term_id("zzzz-\u00e9") < 2**32
+
+
+def test_term_ids_do_not_collide_over_the_real_guides_vocabulary():
+    from pathlib import Path
+
+    guides = Path(__file__).resolve().parents[2] / "data" / "guides"
+    vocab = {t for p in sorted(guides.iterdir()) if p.suffix in (".md", ".txt") for t in tokenize(p.read_text())}
+    assert len(vocab) > 2000
+    ids = {term_id(t) for t in vocab}
+    assert len(ids) == len(vocab), f"{len(vocab) - len(ids)} term ids collide"
 
 
 def test_qdrant_ranking_matches_rank_bm25():

@@ -10,8 +10,9 @@ indexed chunks (``settings.reranker_data_chunks``):
 2. a question too close to any dev-set question (eval/golden.jsonl, every turn of both parts)
    is dropped: same words after normalisation, word-set Jaccard >= 0.8, character similarity
    >= 0.85, or MiniLM cosine >= 0.9 (decontamination);
-3. the real hybrid search (``retrieval.search.HybridSearcher`` over the current index) runs the
-   question; it is kept only when its own chunk is in the top 20 (InPars' filter);
+3. the real hybrid search (``retrieval.search.HybridSearcher`` over the current index, the one
+   every question goes through) runs the question; it is kept only when its own chunk is in the
+   top 20 (InPars' filter);
 4. its hard negatives are the other top-20 hits in hybrid order, minus the chunk's own section,
    near copies of the chunk (vector cosine >= 0.9), and sections of other guides on the same
    topic: a heading that names the question's rarer terms, or whose words largely repeat the
@@ -43,13 +44,14 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 import numpy as np
 
 from core.settings import Settings
-from core.text import normalise_for_match
+from core.text import STOPWORDS, normalise_for_match
+
+from ..trained import DATA_FILE, ROOT, SEP
 
 if TYPE_CHECKING:
     from core.types import Chunk
+    from retrieval.search import HybridSearcher
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA_FILE = ROOT / "retrieval" / "data" / "reranker_train.jsonl"
 DEV_SET = ROOT / "eval" / "golden.jsonl"
 PROMPT_VERSION = 2
 HYBRID_DEPTH = 20            # the question's own chunk must be in this many hybrid hits (and negatives come from them)
@@ -82,7 +84,7 @@ def chunk_order(chunks: Sequence[Chunk], seed: int, *, min_words: int = 25) -> l
 
 def question_messages(c: Chunk, *, max_chars: int = 900) -> list[dict]:
     """The chat the LLM answers with questions for one chunk."""
-    topic = " › ".join([c.guide_title, *c.section_path])
+    topic = SEP.join([c.guide_title, *c.section_path])
     return [{"role": "system", "content": SYSTEM},
             {"role": "user", "content": f"Section: {topic}\nPassage:\n{c.text[:max_chars]}"}]
 
@@ -151,15 +153,15 @@ class DevFilter:
 
 # --------------------------------------------------------------------------- hard negatives
 
-_STOP = frozenset("a an and are as at be by can do does for from how in is it of on or the to what when which why with "
-                  "vs versus explain q".split())
+# Heading words that say nothing about the topic, beyond the shared stopwords ('Q18: LoRA vs QLoRA').
+HEADING_FILLER = frozenset({"vs", "versus", "q"})
 
 
 def heading_words(section_path: Sequence[str]) -> set[str]:
     """The content words of a chunk's last heading ('Q18: Explain LoRA' -> {'lora'})."""
     last = section_path[-1] if section_path else ""
     return {w for w in normalise_for_match(re.sub(r"^\s*Q\d+\s*[:.]", "", last)).split()
-            if w not in _STOP and not w.isdigit()}
+            if w not in STOPWORDS and w not in HEADING_FILLER and not w.isdigit()}
 
 
 @dataclass
@@ -231,37 +233,53 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def write_training_data(settings: Settings, *, out: Path = DATA_FILE, progress: bool = True,
-                        llm=None, pipeline=None) -> tuple[list[dict], dict]:
+                        llm=None, searcher: HybridSearcher | None = None) -> tuple[list[dict], dict]:
     """Generate the training questions for the current index and write ``out`` (+ its .meta.json).
 
-    Work is kept per chunk in ``<out>.partial.jsonl`` so an interrupted run resumes where it stopped.
-    ``llm`` / ``pipeline``: injected for tests (default: ``load_llm`` on ``settings.reranker_data_llm``
-    and ``guides_qa.pipeline.Pipeline(settings)``).
+    Work is kept per chunk in ``<out>.partial`` so an interrupted run resumes where it stopped.
+    ``llm`` / ``searcher``: injected for tests (default: ``core.llm.load_llm`` on
+    ``settings.reranker_data_llm``, and ``HybridSearcher`` over an ``IndexHandle`` on the current
+    index with ``load_embedder(settings.embed_model)``: the search every question goes through).
+    What this function opens itself, it closes.
     """
+    from core.llm import load_llm
+    from ingest.embed import load_embedder
+    from retrieval.search import HybridSearcher, IndexHandle
+
+    own_searcher = searcher is None
+    if own_searcher:
+        searcher = HybridSearcher(settings, embedder=load_embedder(settings.embed_model), index=IndexHandle(settings))
+    own_llm = llm is None
+    if own_llm:
+        llm = load_llm(settings.model_copy(update={"llm": settings.reranker_data_llm,
+                                                   "llm_threads": settings.reranker_train_threads,
+                                                   "llm_context_window": 2048}))
+    try:
+        return _write_training_data(settings, out=Path(out), progress=progress, llm=llm, searcher=searcher)
+    finally:
+        if own_searcher:
+            searcher.index.close()
+        if own_llm and hasattr(llm, "close"):
+            llm.close()
+
+
+def _write_training_data(settings: Settings, *, out: Path, progress: bool, llm,
+                         searcher: HybridSearcher) -> tuple[list[dict], dict]:
     from tqdm import tqdm
 
-    from core.llm import complete, load_llm
-    from guides_qa.pipeline import Pipeline
+    from core.llm import complete
     from core.text import tokenize
 
     t_start = time.perf_counter()
-    own_pipe = pipeline is None
-    pipe = pipeline or Pipeline(settings)
-    version = pipe.index.layout.require_current()
+    version = searcher.index.refresh()
     chunks, vectors = version.chunks(), version.vectors()
     if len(chunks) < 2:
         raise DataError(f"The index has {len(chunks)} chunk(s); add guides to {settings.guides_dir} and run "
                         f"`guides ingest`.")
-    pipe.index.refresh()
-    picker = NegativePicker(chunks, vectors, pipe.index.bm25.idf, tokenize)
-    dev = DevFilter(load_dev_questions(), embedder=pipe.embedder)
+    picker = NegativePicker(chunks, vectors, searcher.index.bm25.idf, tokenize)
+    dev = DevFilter(load_dev_questions(), embedder=searcher.embedder)
     order = chunk_order(chunks, settings.reranker_seed)[: settings.reranker_data_chunks]
-    llm_settings = settings.model_copy(update={"llm": settings.reranker_data_llm,
-                                               "llm_threads": settings.reranker_train_threads,
-                                               "llm_context_window": 2048})
-    llm = llm or load_llm(llm_settings)
 
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     done: dict[str, dict] = {}
@@ -298,7 +316,7 @@ def write_training_data(settings: Settings, *, out: Path = DATA_FILE, progress: 
                 stats["dropped_dev"] += 1
                 stats["dev_drops"].append({"question": q, "dev": d, "why": why})
                 continue
-            hits, _ = pipe.searcher.search(q, mode="hybrid", top_k=HYBRID_DEPTH)
+            hits, _ = searcher.search(q, mode="hybrid", top_k=HYBRID_DEPTH)
             ids = [h.chunk_id for h in hits]
             if c.chunk_id not in ids:
                 stats["dropped_not_in_top20"] += 1
@@ -324,10 +342,6 @@ def write_training_data(settings: Settings, *, out: Path = DATA_FILE, progress: 
     data_file, meta_file = data_paths(out)
     _write_atomic(data_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     _write_atomic(meta_file, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
-    if own_pipe:
-        pipe.close()
-    if hasattr(llm, "close"):
-        llm.close()
     return rows, meta
 
 

