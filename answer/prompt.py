@@ -249,7 +249,8 @@ def passage_has_injection(text: str) -> bool:
 def check_injection(question: str) -> InjectionCheck:
     """Find instructions aimed at the assistant; drop them and the rest of their sentence."""
     spans = clause_spans(question, lists=True)
-    pieces = [(question[a:b], question[b:nxt]) for (a, b), (nxt, _) in zip(spans, spans[1:] + [(len(question), 0)])]
+    next_starts = [a for a, _ in spans[1:]] + [len(question)]
+    pieces = [(question[a:b], question[b:nxt]) for (a, b), nxt in zip(spans, next_starts)]     # (clause, separator)
     found, kept, dropping = [], [], False
     for clause, sep in pieces:
         hit = _clause_injection(clause)
