@@ -1,11 +1,15 @@
-"""The answering stage: standalone query, refusal gate, prompt, streamed generation, cited result.
+"""The answering stage: refusal gate, evidence sentences, prompt, streamed generation, cited result.
+
+The whole turn (rewrite the follow-up, retrieve, rerank, answer) is ``guides_qa.pipeline.Pipeline.ask_stream``,
+which the CLI, the app and eval use; the answerer is its last stage.
 
 Example::
 
+    turns = ["What is QLoRA?", "How much memory does it need?"]
+    rw = pipe.rewrite(turns)                         # the follow-up made standalone
+    hits, _ = pipe.ranked(rw.query)
     answerer = Answerer(settings, llm=load_llm(settings), embedder=pipe.embedder)
-    rw = answerer.standalone_query("How much memory does it need?", history=["What is QLoRA?"])
-    hits, _ = pipe.searcher.search(rw.query)
-    for event in answerer.stream("How much memory does it need?", hits, history=["What is QLoRA?"], rewrite=rw):
+    for event in answerer.stream(turns[-1], hits, history=turns[:-1], rewrite=rw):
         if isinstance(event, Token):
             print(event.text, end="", flush=True)      # raw model text, as it arrives
         else:
@@ -21,7 +25,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from answer.citations import Citation, attribute, short_answer_grounded, strip_echoed_headers
 from answer.evidence import Quote, score_sentences, select_sentences, span_lines
@@ -29,7 +33,7 @@ from core.llm import LLM
 from answer.prompt import (ANSWER_PREFILL, NOT_COVERED, Dropped, Passage, PromptTooLong, build_prompt,
                            check_injection, passage_has_injection)
 from answer.refusal import RefusalGate, model_declined, refusal_text
-from answer.rewrite import Rewrite, Rewriter
+from answer.rewrite import Rewrite
 from core.settings import Settings
 from core.types import Hit
 
@@ -136,24 +140,15 @@ def find_loop(text: str, n: int) -> int | None:
 class Answerer:
     """Cited answers from retrieved hits with an injected LLM; settings give the defaults."""
 
-    def __init__(self, settings: Settings, *, llm: LLM, embedder=None, rewriter: Rewriter | None = None,
-                 gate: RefusalGate | None = None):
+    def __init__(self, settings: Settings, *, llm: LLM, embedder=None, gate: RefusalGate | None = None):
         self.settings = settings
         self.llm = llm
         self.embedder = embedder
-        self.rewriter = rewriter or Rewriter(settings.rewrite, llm=llm if settings.rewrite == "llm" else None)
         self.gate = gate or RefusalGate(embedder=embedder, min_cosine=settings.refuse_min_cosine,
                                         entity_cosine=settings.refuse_entity_cosine,
                                         min_rerank=settings.refuse_min_rerank, top_n=settings.answer_passages)
         if settings.citation_support != "lexical" and embedder is None:
             raise ValueError(f"citation_support={settings.citation_support!r} needs an embedder; pass embedder=.")
-
-    # ------------------------------------------------------------------ before retrieval
-    def standalone_query(self, question: str, history: Sequence[str] = ()) -> Rewrite:
-        """The query to retrieve with: injected clauses removed, a follow-up made standalone."""
-        clean = check_injection(question).question or question
-        history = [check_injection(h).question for h in history]
-        return self.rewriter.rewrite(clean, [h for h in history if h])
 
     # ------------------------------------------------------------------ budget
     @property
@@ -312,20 +307,6 @@ class Answerer:
     def answer(self, question: str, hits: Sequence[Hit], **kw) -> AnswerResult:
         """The AnswerResult without streaming."""
         return _last(self.stream(question, hits, **kw))
-
-    def run(self, turns: Sequence[str], search: Callable[[str], list[Hit]]) -> Iterator[Event]:
-        """Whole conversation turn: rewrite the last question, ``search`` with it, stream the answer."""
-        if not turns:
-            raise ValueError("turns must hold at least one question")
-        question, history = turns[-1], list(turns[:-1])
-        rw = self.standalone_query(question, history)
-        t = time.perf_counter()
-        hits = search(rw.query)
-        search_ms = (time.perf_counter() - t) * 1000
-        for ev in self.stream(question, hits, history=history, rewrite=rw):
-            if isinstance(ev, AnswerResult):
-                ev.timings_ms = {"search": search_ms, **ev.timings_ms}
-            yield ev
 
 
 def _last(events: Iterator[Event]) -> AnswerResult:

@@ -25,9 +25,9 @@ from typing import Sequence
 import numpy as np
 
 from answer.prompt import Passage
-from answer.verify import (CONTRADICTED, MIN_CONTENT_WORDS, SUPPORT_THRESHOLD, TOO_SHORT, VERIFIED, Alignment, PassageIndex,
-                           content_stems)
+from answer.verify import CONTRADICTED, MIN_CONTENT_WORDS, SUPPORT_THRESHOLD, TOO_SHORT, VERIFIED, Alignment, PassageIndex
 from answer.verify import numbers as _numbers
+from core.text import content_stems, sentence_spans
 
 
 def numbers(text: str) -> set[str]:
@@ -35,7 +35,6 @@ def numbers(text: str) -> set[str]:
     return set(_numbers(text))
 
 MARKER = re.compile(r"\[\s*(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\s*\]")
-_ABBREV = ("e.g.", "i.e.", "etc.", "vs.", "approx.", "fig.", "eq.", "cf.", "al.")
 
 
 # --------------------------------------------------------------------------- sentences
@@ -47,35 +46,19 @@ class Segment:
 
 
 def split_sentences(text: str) -> list[Segment]:
-    """Split on sentence ends and line breaks; markers after a full stop stay with their sentence."""
-    segs: list[Segment] = []
-    for m in re.finditer(r"[^\n]+|\n+", text):
-        chunk = m.group(0)
-        if chunk.startswith("\n"):
-            if segs:
-                segs[-1].sep += chunk
-            else:
-                segs.append(Segment("", chunk))
-            continue
-        start = 0
-        for b in re.finditer(r"(?<=[.!?])((?:\s*\[[\d,;\s]+\])*)(\s+)(?=[A-Z0-9\"'(*\-•])", chunk):
-            end = b.end(1)
-            piece = chunk[start:end]
-            if _ends_with_abbrev(chunk[start:b.start()]) or _is_decimal_gap(chunk, b.start()):
-                continue
-            segs.append(Segment(piece, b.group(2)))
-            start = b.end()
-        segs.append(Segment(chunk[start:], ""))
+    """The answer cut by ``core.text.sentence_spans`` (markers after a full stop stay with their sentence), each
+    sentence with the whitespace that follows it; the spaces of blank lines are dropped, their line breaks kept."""
+    spans = sentence_spans(text)
+    segs = [Segment("", _gap(text[:spans[0][0]] if spans else text))]        # blank lines before the first
+    for i, (a, b) in enumerate(spans):
+        nxt = spans[i + 1][0] if i + 1 < len(spans) else len(text)
+        segs.append(Segment(text[a:b], _gap(text[b:nxt])))
     return [s for s in segs if s.text or s.sep]
 
 
-def _ends_with_abbrev(s: str) -> bool:
-    low = s.lower()
-    return low.endswith(_ABBREV) or bool(re.search(r"(^|\s)[a-z]\.$", low))
-
-
-def _is_decimal_gap(chunk: str, i: int) -> bool:
-    return i < len(chunk) and chunk[i - 1] == "." and i >= 2 and chunk[i - 2].isdigit() and chunk[i:i + 1].isdigit()
+def _gap(between: str) -> str:
+    """What separates two sentences: the whitespace within a line, or only the line breaks across lines."""
+    return "\n" * between.count("\n") if "\n" in between else between
 
 
 def parse_markers(sentence: str) -> list[int]:

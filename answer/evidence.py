@@ -1,6 +1,6 @@
 """The sentences of the retrieved passages that answer the question: what the LLM reads, and what the user sees first.
 
-Each passage is cut into sentences and lines (``answer.verify.sentence_spans``); every sentence is
+Each passage is cut into sentences and lines (``core.text.sentence_spans``); every sentence is
 scored against the question: IDF-weighted share of the question's content words it holds, plus
 MiniLM cosine when an embedder is given, plus a small bonus for the passage's rank. The best
 sentences are kept, in their passage order, within a token budget (the best sentence of the best
@@ -21,13 +21,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from answer.verify import content_stems, sentence_spans
+from core.text import QUESTION_SCAFFOLD_STEMS, content_stems, sentence_spans
 from core.types import Hit
 
-# Words that frame a question rather than name its topic.
-QUESTION_WORDS = frozenset(content_stems(
-    "explain describe difference differences compare comparison work works mean means define definition purpose "
-    "why how what which when tell briefly role main advantages disadvantages pros cons"))
 GAP = " … "
 
 
@@ -96,7 +92,7 @@ def score_sentences(question: str, hits: Sequence[Hit], *, embedder=None) -> lis
     cands = [Quote(hit=h, start=a, end=b) for h in hits for a, b in sentence_spans(h.text)]
     if not cands:
         return []
-    q = [s for s in dict.fromkeys(content_stems(question)) if s not in QUESTION_WORDS] or content_stems(question)
+    q = [s for s in dict.fromkeys(content_stems(question)) if s not in QUESTION_SCAFFOLD_STEMS] or content_stems(question)
     stems = [set(content_stems(c.text)) for c in cands]
     n = len(cands)
     idf = {s: math.log(1 + n / (1 + sum(s in st for st in stems))) for s in q}

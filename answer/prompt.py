@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 from core.llm import LLM, count_messages_tokens
+from core.text import clause_spans
 from core.types import Hit
 
 NOT_COVERED = "The guides do not cover this."
@@ -217,7 +218,6 @@ _INJECTION_IMPERATIVE = re.compile(
     r"|(?:say|respond|reply|answer|print|output|write)\b[^.?!\n]{0,20}[\"'“‘])",
     re.I,
 )
-_CLAUSE_SEP = re.compile(r"(?<=[.?!;:])\s+|,\s*(?:and\s+|then\s+)?|\s+(?:and|then)\s+(?=\w)")
 
 
 @dataclass
@@ -243,16 +243,14 @@ def _clause_injection(clause: str) -> str | None:
 
 def passage_has_injection(text: str) -> bool:
     """Whether a passage holds instruction-like text (it stays quoted data either way)."""
-    return any(_clause_injection(c) for c in _CLAUSE_SEP.split(text) if c)
+    return any(_clause_injection(text[a:b]) for a, b in clause_spans(text, lists=True) if b > a)
 
 
 def check_injection(question: str) -> InjectionCheck:
     """Find instructions aimed at the assistant; drop them and the rest of their sentence."""
-    pieces, pos = [], 0
-    for m in _CLAUSE_SEP.finditer(question):
-        pieces.append((question[pos:m.start()], m.group(0)))
-        pos = m.end()
-    pieces.append((question[pos:], ""))
+    spans = clause_spans(question, lists=True)
+    next_starts = [a for a, _ in spans[1:]] + [len(question)]
+    pieces = [(question[a:b], question[b:nxt]) for (a, b), nxt in zip(spans, next_starts)]     # (clause, separator)
     found, kept, dropping = [], [], False
     for clause, sep in pieces:
         hit = _clause_injection(clause)

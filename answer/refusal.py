@@ -34,21 +34,19 @@ from typing import Sequence
 import numpy as np
 
 from answer.prompt import passage_header
-from core.text import normalise_for_match
+from core.text import NOT_NAMES, clause_spans, normalise_for_match, sentence_spans
 from core.types import Hit
-
-_COMMON_CAPS = frozenset("i a an the what why how when where which who whom whose is are can could does do did "
-                         "should would will if in on for to of and or but so also please hi hello".split())
 
 
 def named_entities(question: str) -> list[str]:
-    """Capitalised or mixed-case words that are not sentence-initial: 'LangChain', 'MI300X', 'Dijkstra'."""
+    """Capitalised or mixed-case words that are not sentence-initial: 'LangChain', 'MI300X', 'Dijkstra'.
+    A word after a colon or semicolon counts as initial too ("Context: Explain LoRA")."""
     out: list[str] = []
-    for sent in re.split(r"(?<=[.?!;:])\s+", question):
-        words = sent.split()
+    for a, b in clause_spans(question):
+        words = question[a:b].split()
         for i, raw in enumerate(words):
             w = re.sub(r"['’]s$", "", raw.strip("?,.;:!()[]{}\"'“”‘’"))
-            if not w or not any(c.isupper() for c in w) or w.lower() in _COMMON_CAPS:
+            if not w or not any(c.isupper() for c in w) or w.lower() in NOT_NAMES:
                 continue
             if i == 0 and w[1:] == w[1:].lower():
                 continue        # a sentence-initial ordinary word ("Explain"); "LoRA" or "GPT" still count
@@ -105,8 +103,8 @@ def model_declined(answer: str) -> bool:
     m = _REFUSAL_PATTERNS.search(text)
     if not m:
         return False
-    first_end = re.search(r"[.!?](\s|$)", text)
-    return m.start() < (first_end.end() if first_end else len(text))
+    first = sentence_spans(text)
+    return m.start() < (first[0][1] if first else len(text))
 
 
 UNSUPPORTED_OPENING = "The guides don't seem to cover this: the answer the model wrote was not supported by their passages."

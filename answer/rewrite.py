@@ -16,37 +16,24 @@ from __future__ import annotations
 
 import re
 import time
-import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 
-from answer.citations import content_stems
 from core.llm import LLM, complete
-from core.text import STOPWORDS
+from core.text import (ANAPHORA, CONVERSATIONAL_WORDS, FOLLOW_UP_LEADS, QUESTION_SCAFFOLD, STOPWORDS, content_stems,
+                       terms)
 
 METHODS = ("heuristic", "llm", "off")
 
-_ANAPHORA = frozenset("""it its itself this that these those they them their theirs such same one ones
-    former latter above there he she his her""".split())
-_LEADS = ("and ", "so ", "but ", "also ", "what about", "how about", "then ", "why not", "and what", "ok ", "okay ")
-# Question scaffolding that names no topic.
-_SCAFFOLD = frozenset("""what why how when where which who whom whose is are was were do does did can could
-    should would will shall may might must please explain describe tell me us give show walk through
-    difference between different compare compared versus vs work works working mean means meant
-    decide decides choose chooses conclude concluded say says said make makes made handle handles
-    get gets go goes people someone regular normal usual typical actually really""".split())
-_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_.]*[A-Za-z0-9]|[A-Za-z0-9]")
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(unicodedata.normalize("NFKC", text))
+# Words of an earlier turn that name no topic, compared as whole words (see core.text.CONVERSATIONAL_WORDS).
+_NO_TOPIC = STOPWORDS | QUESTION_SCAFFOLD | CONVERSATIONAL_WORDS | ANAPHORA
 
 
 def needs_context(question: str, min_content_words: int = 3) -> bool:
     """A question that points back ('it', 'those', 'the same') or is too short to stand alone."""
     low = question.lower().strip()
-    words = [w.lower() for w in _words(question)]
-    if any(w in _ANAPHORA for w in words) or low.startswith(_LEADS):
+    words = [w.lower() for w in terms(question)]
+    if any(w in ANAPHORA for w in words) or low.startswith(FOLLOW_UP_LEADS):
         return True
     return len(content_stems(question)) < min_content_words
 
@@ -55,9 +42,9 @@ def topic_terms(turn: str, *, exclude: Sequence[str] = (), limit: int = 8) -> li
     """Content words of ``turn`` in their original form and order, minus scaffolding and ``exclude`` (stems)."""
     skip = set(exclude)
     out: list[str] = []
-    for w in _words(turn):
+    for w in terms(turn):
         low = w.lower()
-        if low in STOPWORDS or low in _SCAFFOLD or low in _ANAPHORA or (len(low) < 2 and not low.isdigit()):
+        if low in _NO_TOPIC or (len(low) < 2 and not low.isdigit()):
             continue
         stems = content_stems(w)
         if not stems or set(stems) <= skip:
@@ -78,14 +65,14 @@ def heuristic_rewrite(question: str, history: Sequence[str], *, max_terms: int =
     if not history or not needs_context(question) or max_terms < 1:
         return question
     have = content_stems(question)
-    terms: list[str] = []
+    found: list[str] = []
     for turn in reversed(history):          # the latest earlier turn that names a topic
-        terms = topic_terms(turn, exclude=have, limit=max_terms)
-        if terms:
+        found = topic_terms(turn, exclude=have, limit=max_terms)
+        if found:
             break
-    if not terms:
+    if not found:
         return question
-    return f"{question} ({' '.join(terms)})"
+    return f"{question} ({' '.join(found)})"
 
 
 REWRITE_SYSTEM = (

@@ -25,23 +25,14 @@ Example::
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from core.text import STOPWORDS, stemmer_for_thread
+from core.text import NOT_NAMES, STOPWORDS, content_stems, content_tokens, normalise, sentence_spans
 
 # Statuses, strongest first.
 VERIFIED, UNVERIFIED, CONTRADICTED, TOO_SHORT = "verified", "unverified", "contradicted", "too_short"
 STATUSES = (VERIFIED, UNVERIFIED, CONTRADICTED, TOO_SHORT)
-
-# Words that carry no topic in an answer sentence ("the model uses ..."), on top of BM25's stopwords.
-GENERIC = frozenset("""
-    use used uses using also can may might must need needs make makes made like get gets
-    well way ways often usually typically generally however therefore thus e g eg ie etc example
-    examples allow allows help helps important key main based different various several many much
-    passage passages guide guides question answer answers according
-""".split())
 
 MIN_CONTENT_WORDS = 3          # fewer: too short to check
 SUPPORT_THRESHOLD = 0.6      # share of a sentence's content words one span must hold (GUIDES_CITATION_THRESHOLD)
@@ -65,7 +56,6 @@ for _a, _b in OPPOSITES:
     _OPPOSITE_OF.setdefault(_a, set()).add(_b)
     _OPPOSITE_OF.setdefault(_b, set()).add(_a)
 
-_WORD = re.compile(r"[a-z0-9]+")
 _UNITS = {
     "billion": "b", "bn": "b", "b": "b", "million": "m", "m": "m", "thousand": "k", "k": "k", "trillion": "t",
     "t": "t", "%": "%", "percent": "%", "x": "x", "×": "x", "gb": "gb", "mb": "mb", "tb": "tb", "kb": "kb",
@@ -77,30 +67,10 @@ _NUM = re.compile(
     r"thousand\b|trillion\b|bn\b|-?bits?\b|[kKmMbBtT]\b|GB\b|MB\b|TB\b|KB\b|x\b))?(?![\w])"
 )
 # Names: inner capitals or letters+digits or all capitals (2+ letters): NF4, INT4, FUDGE, LoRA, GPT-4, RoPE.
+# Names an answer may state without its passage: plain English (core.text.NOT_NAMES), and the field's own
+# "AI" and "ML" (a question's "AI safety" still names AI for the refusal gate).
+_NOT_NAMES = NOT_NAMES | {"ok", "ai", "ml"}
 _NAME = re.compile(r"(?<![\w-])(?:[A-Za-z]*[a-z][A-Z][A-Za-z0-9-]*|[A-Z][A-Z0-9]+(?:-[A-Za-z0-9]+)*|[A-Za-z]+-?\d[\w-]*)(?![\w])")
-# Capitalised words a sentence starts with or that are plain English are not names.
-_NOT_NAMES = frozenset("i a an the it this that these those ok ai ml".split())
-
-
-def normalise(text: str) -> str:
-    """NFKC, and '8×7B' written '8x7B' (one token either way)."""
-    return re.sub(r"(?<=\d)\s?×\s?(?=\d)", "x", unicodedata.normalize("NFKC", text))
-
-
-def content_stems(text: str) -> list[str]:
-    """NFKC-casefolded words minus stopwords and generic words, Snowball-stemmed, in order."""
-    t = normalise(text).casefold()
-    words = [w for w in _WORD.findall(t) if w not in STOPWORDS and w not in GENERIC and (len(w) > 1 or w.isdigit())]
-    return stemmer_for_thread().stemWords(words)
-
-
-def _content_tokens(text: str) -> list[tuple[str, int, int]]:
-    """(stem, start, end) of each content word of ``text``, in order."""
-    t = normalise(text).casefold()
-    found = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(t)]
-    kept = [(w, a, b) for w, a, b in found if w not in STOPWORDS and w not in GENERIC and (len(w) > 1 or w.isdigit())]
-    stems = stemmer_for_thread().stemWords([w for w, _, _ in kept])
-    return [(s, a, b) for s, (_, a, b) in zip(stems, kept)]
 
 
 @lru_cache(maxsize=4096)
@@ -177,21 +147,6 @@ def _lcs(a: list[str], b: list[str]) -> tuple[int, list[int]]:
     return dp[0][0], used
 
 
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of a passage's sentences and lines (a table row or list item is one line)."""
-    spans = []
-    for m in re.finditer(r"[^\n]+", text):
-        line_start, line = m.start(), m.group(0)
-        start = 0
-        for b in re.finditer(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(*\-•])", line):
-            if re.search(r"(?:e\.g|i\.e|etc|vs|approx|fig|eq|cf|al)\.$|(?:^|\s)[a-z]\.$", line[start:b.start()].lower()):
-                continue
-            spans.append((line_start + start, line_start + b.start()))
-            start = b.end()
-        spans.append((line_start + start, line_start + len(line)))
-    return [(a, b) for a, b in spans if text[a:b].strip()]
-
-
 @dataclass
 class Alignment:
     """How one passage supports one sentence."""
@@ -217,7 +172,7 @@ class PassageIndex:
         self.text = text
         self.header = header
         heads = _table_header_lines(text)      # a table's header names columns; its rows state the facts
-        self.tokens = [t for t in _content_tokens(text) if not any(a <= t[1] < b for a, b in heads)]
+        self.tokens = [t for t in content_tokens(text) if not any(a <= t[1] < b for a, b in heads)]
         self.stems = [s for s, _, _ in self.tokens]
         self.stem_set = set(content_stems(text))
         # a table row is a unit: a window that starts in one never reads the next row's cells

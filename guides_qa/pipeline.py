@@ -99,10 +99,11 @@ class AskResult:
 class Pipeline:
     """Loads each model and the index once per process, on first use; thread-safe."""
 
-    def __init__(self, settings: Settings, *, embedder: Embedder | None = None, index_backend=None):
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None, index_backend=None, llm=None):
         self.settings = settings
         self._embedder = embedder
         self._index_backend = index_backend          # ingest.backends.IndexBackend; default: the settings' one
+        self._llm = llm                              # core.llm.LLM; default: the settings' one, loaded on first use
         self._lock = threading.Lock()
 
     @property
@@ -141,10 +142,11 @@ class Pipeline:
     def llm(self):
         from core.llm import load_llm
 
-        return load_llm(self.settings)
+        return self._llm if self._llm is not None else load_llm(self.settings)
 
     @cached_property
     def rewriter(self):
+        """The one query rewriter (settings.rewrite); the LLM is loaded only for the 'llm' method."""
         from answer.rewrite import Rewriter
 
         return Rewriter(self.settings.rewrite, llm=self.llm if self.settings.rewrite == "llm" else None)
@@ -153,7 +155,7 @@ class Pipeline:
     def answerer(self):
         from answer.answerer import Answerer
 
-        return Answerer(self.settings, llm=self.llm, embedder=self.embedder, rewriter=self.rewriter)
+        return Answerer(self.settings, llm=self.llm, embedder=self.embedder)
 
     # -- ranking stages ------------------------------------------------------
     @property
@@ -161,6 +163,7 @@ class Pipeline:
         return self.settings.reranker != "off"
 
     def rewrite(self, turns: list[str]):
+        """The query to retrieve with (answer.rewrite.Rewrite): injected clauses removed, a follow-up made standalone."""
         from answer.prompt import check_injection
 
         question = check_injection(turns[-1]).question or turns[-1]
@@ -243,5 +246,5 @@ class Pipeline:
         if "index" in self.__dict__:
             self.index.close()
         llm = self.__dict__.get("llm")
-        if llm is not None and hasattr(llm, "close"):
+        if llm is not None and llm is not self._llm and hasattr(llm, "close"):      # an injected LLM is the caller's
             llm.close()

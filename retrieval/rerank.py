@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Protocol, Sequence, runtime_checkable
 
 from core.settings import Settings
+from core.text import STOPWORDS, words
 from core.types import Hit
 
 from .trained import TRAINED_FORMAT, format_passage, trained_model_dir
@@ -127,21 +128,17 @@ def rerank(query: str, hits: list[Hit], *, reranker: Reranker, top_k: int | None
 
 # --------------------------------------------------------------------------- backends
 
-_WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset("a an and are as at be by can do does for from how in is it of on or the to what when which why with".split())
-
-
 class OverlapReranker:
     """Deterministic fake: the share of the query's distinct words (minus stopwords) found in the passage."""
 
     name = "fake:overlap"
 
     def score(self, query: str, passages: list[str]) -> list[float]:
-        q = {w for w in _WORD.findall(query.lower()) if w not in _STOP}
+        q = {w for w in words(query) if w not in STOPWORDS}
         out = []
         for p in passages:
-            words = set(_WORD.findall(p.lower()))
-            out.append(len(q & words) / len(q) if q else 0.0)
+            found = set(words(p))
+            out.append(len(q & found) / len(q) if q else 0.0)
         return out
 
 

@@ -80,10 +80,11 @@ def answer_real_index(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def answer_pipeline(answer_real_index):
+def answer_pipeline(answer_real_index, answer_bundled_llm):
+    """The product's pipeline over the real index, answering with the bundled model."""
     from guides_qa.pipeline import Pipeline
 
-    pipe = Pipeline(answer_real_index)
+    pipe = Pipeline(answer_real_index, llm=answer_bundled_llm)
     yield pipe
     pipe.close()
 

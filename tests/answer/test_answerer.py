@@ -23,7 +23,6 @@ def _events(answerer, question, hits, **kw):
 
 def test_defaults_come_from_settings(settings, fake_llm, embedder):
     a = Answerer(settings, llm=fake_llm, embedder=embedder)
-    assert a.rewriter.method == settings.rewrite == "heuristic"
     assert a.gate.min_cosine == settings.refuse_min_cosine
     assert a.prompt_budget == fake_llm.context_window - settings.llm_max_answer_tokens
     assert settings.answer_prompt_tokens is None and a.latency_budget is None      # the fake has no default
@@ -170,9 +169,12 @@ def test_injected_passage_stays_quoted_data(open_settings, embedder, hits, make_
 
 
 def test_followup_uses_rewritten_query(open_settings, embedder, hits):
+    from guides_qa.pipeline import Pipeline
+
     llm = FakeLLM()
     a = Answerer(open_settings, llm=llm, embedder=embedder)
-    rw = a.standalone_query("How much GPU memory does it need for 65B?", ["What is QLoRA?"])
+    rw = Pipeline(open_settings, embedder=embedder, llm=llm).rewrite(["What is QLoRA?",
+                                                                      "How much GPU memory does it need for 65B?"])
     assert rw.query == "How much GPU memory does it need for 65B? (QLoRA)" and rw.changed
     res = a.answer("How much GPU memory does it need for 65B?", hits, history=["What is QLoRA?"], rewrite=rw)
     assert res.rewritten_query == rw.query and res.rewrite_method == "heuristic"
@@ -185,18 +187,6 @@ def test_unrewritten_followup_shows_history_to_the_model(settings, embedder, hit
     a.answer("How does QLoRA quantize the base model?", hits, history=["What is LoRA?"],
              rewrite=Rewrite("How does QLoRA quantize the base model?", "none"))
     assert "Earlier questions in this conversation: What is LoRA?" in llm.calls[-1]["messages"][-1]["content"]
-
-
-def test_run_rewrites_searches_and_answers(settings, embedder, hits):
-    seen = []
-    a = Answerer(settings, llm=FakeLLM(), embedder=embedder)
-    evs = list(a.run(["What is QLoRA?", "Which base model precision does it use?"],
-                     lambda q: seen.append(q) or hits))
-    res = evs[-1]
-    assert seen == ["Which base model precision does it use? (QLoRA)"]
-    assert isinstance(res, AnswerResult) and "search" in res.timings_ms and res.rewritten_query == seen[0]
-    with pytest.raises(ValueError):
-        list(a.run([], lambda q: hits))
 
 
 def test_no_hits_refuses(settings, embedder):

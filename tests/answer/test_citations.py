@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from answer.citations import (SupportScorer, attribute, content_stems, parse_markers, place_markers, split_sentences,
-                              strip_markers)
+from answer.citations import SupportScorer, attribute, parse_markers, place_markers, split_sentences, strip_markers
 from answer.prompt import arrange
 
 
@@ -21,15 +20,17 @@ def test_split_sentences_keeps_decimals_abbreviations_and_trailing_markers():
     assert "".join(s.text + s.sep for s in segs).startswith("Mixtral")
 
 
+def test_split_sentences_keeps_line_breaks_as_separators():
+    segs = split_sentences("\nLoRA merges. It adds nothing.\n  \n- a bullet")
+    assert [(s.text, s.sep) for s in segs] == [("", "\n"), ("LoRA merges.", " "), ("It adds nothing.", "\n\n"),
+                                               ("- a bullet", "")]
+
+
 def test_marker_parsing_and_placement():
     assert parse_markers("a [1, 3] b [2][3]") == [1, 3, 2]
     assert strip_markers("It adds [1] no latency [2].") == "It adds no latency."
     assert place_markers("It adds no latency.", [1, 2]) == "It adds no latency [1][2]."
     assert place_markers("No final stop", [3]) == "No final stop [3]"
-
-
-def test_content_stems_drop_stopwords_and_stem():
-    assert content_stems("The models are often merging the weights, e.g. twice") == ["model", "merg", "weight", "twice"]
 
 
 def test_unmarked_sentence_gets_best_supporting_passage(passages):
