@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
-import re
+from functools import lru_cache
 from pathlib import Path
+
+from markdown_it import MarkdownIt
 
 RET_KEYS = ["hit@1", "hit@5", "mrr@10", "ndcg@10", "recall@5", "recall@10", "ragas_context_precision", "ragas_context_recall"]
 
@@ -153,36 +154,13 @@ def render_html(m: dict, md: str, latencies: dict[str, list[float]]) -> str:
 
 
 def _md_to_html(md: str) -> str:
-    """A small converter for the report's own markdown (headings, bullets, tables, paragraphs)."""
-    out, table = [], []
+    """The report's markdown as HTML (CommonMark with tables); raw HTML in it is escaped, never passed through."""
+    return _markdown().render(md)
 
-    def flush_table():
-        if table:
-            rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
-            cells = [[html.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
-            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells[0]) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:]) + "</table>")
-            table.clear()
 
-    for line in md.split("\n"):
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        esc = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(line))
-        esc = re.sub(r"`([^`]+)`", r"<code>\1</code>", esc)
-        if line.startswith("### "):
-            out.append(f"<h3>{esc[4:]}</h3>")
-        elif line.startswith("## "):
-            out.append(f"<h2>{esc[3:]}</h2>")
-        elif line.startswith("# "):
-            out.append(f"<h1>{esc[2:]}</h1>")
-        elif line.startswith("- "):
-            out.append(f"<li>{esc[2:]}</li>")
-        elif line.strip():
-            out.append(f"<p>{esc}</p>")
-    flush_table()
-    return "\n".join(out)
+@lru_cache(maxsize=1)
+def _markdown() -> MarkdownIt:
+    return MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
 def write_outputs(out: Path, metrics: dict, per_question: list[dict], latencies: dict[str, list[float]]) -> None:

@@ -1,6 +1,8 @@
 """Recover a guide's structure: its title, its sections, and the units inside each section.
 
-Markdown guides use their headings. Plain-text guides (a copied web page) have none, so
+Markdown guides are parsed with markdown-it-py (CommonMark plus tables): its block tokens
+carry line ranges, so headings (ATX and setext), fenced and indented code, tables, lists and
+paragraphs are found the way a markdown renderer sees them. Plain-text guides (a copied web page) have none, so
 the titles a reader sees are recovered instead: numbered section titles ("5. Retrieval-
 Augmented Generation (RAG)") that continue the numbering, and short title lines standing
 alone between blank lines with body text after them.
@@ -13,9 +15,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import PurePosixPath
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _NUMBERED_TITLE = re.compile(r"^(\d{1,2})\.\s+(\S.{0,78})$")
 _MATHY = re.compile(r"[=≈∝^√²→|•·]")
@@ -51,26 +56,9 @@ class GuideStructure:
     format: str               # markdown | plaintext
 
 
-def clean_title(raw: str) -> str:
-    """Heading text without markdown emphasis, links or a trailing colon."""
-    t = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", raw)
-    t = t.replace("**", "").replace("__", "").replace("`", "")
-    return t.strip().rstrip(":").strip()
-
-
 def title_from_filename(rel: str) -> str:
     words = re.split(r"[-_\s]+", PurePosixPath(rel).stem)
     return " ".join(w.upper() if w.lower() in _ACRONYMS else w.capitalize() for w in words if w)
-
-
-def _is_markdown(lines: list[str]) -> bool:
-    in_fence = False
-    for line in lines:
-        if _FENCE.match(line):
-            in_fence = not in_fence
-        elif not in_fence and _HEADING.match(line):
-            return True
-    return False
 
 
 # --------------------------------------------------------------------------- headings
@@ -78,31 +66,80 @@ def _is_markdown(lines: list[str]) -> bool:
 
 @dataclass
 class _Heading:
-    line: int      # 0-based
+    line: int      # 0-based line of the heading
     level: int     # 1 = top-level section, 2 = subsection, ... (already normalised)
     title: str
+    body: int = -1  # 0-based line where the section body starts (after a setext underline too)
+
+    def __post_init__(self):
+        if self.body < 0:
+            self.body = self.line + 1
 
 
-def _markdown_headings(lines: list[str]) -> tuple[_Heading | None, list[_Heading]]:
-    raw: list[tuple[int, int, str]] = []
-    in_fence = False
-    for i, line in enumerate(lines):
-        if _FENCE.match(line):
-            in_fence = not in_fence
+@dataclass
+class _Block:
+    kind: str      # heading | para | list | table | code | hr
+    start: int     # 0-based first line
+    end: int       # 0-based line after the last
+    level: int = 0  # heading level (1-6)
+    title: str = ""
+
+
+# Block tokens and the kind each becomes: top-level blocks, except that a top-level list gives
+# one block per item (items with no blank line between them rejoin as one unit).
+_BLOCK_KINDS = {"paragraph_open": "para", "list_item_open": "list", "table_open": "table", "fence": "code", "code_block": "code", "blockquote_open": "para",
+                "html_block": "para", "hr": "hr", "heading_open": "heading"}
+
+
+@lru_cache(maxsize=1)
+def _markdown() -> MarkdownIt:
+    return MarkdownIt("commonmark").enable("table")
+
+
+def _inline_text(tok: Token) -> str:
+    """Plain text of an inline token: emphasis, links and code marks dropped, as a reader sees it."""
+    parts = []
+    for child in tok.children or []:
+        if child.type in ("text", "code_inline", "html_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+        elif child.type == "image":
+            parts.append(_inline_text(child))
+    return "".join(parts).strip().rstrip(":").strip()
+
+
+def _markdown_blocks(text: str) -> list[_Block]:
+    """The document's top-level blocks in order, with their line ranges (headings inside lists stay in the list)."""
+    tokens = _markdown().parse(text)
+    lines = text.split("\n")
+    blocks: list[_Block] = []
+    for i, tok in enumerate(tokens):
+        depth = 1 if tok.type == "list_item_open" else 0
+        if tok.level != depth or tok.nesting == -1 or tok.type not in _BLOCK_KINDS:
             continue
-        m = None if in_fence else _HEADING.match(line)
-        if m:
-            raw.append((i, len(m.group(1)), clean_title(m.group(2))))
+        kind = _BLOCK_KINDS[tok.type]
+        start, end = tok.map
+        while end > start + 1 and not lines[end - 1].strip():   # a list item's range takes the blank line after it
+            end -= 1
+        if kind == "heading":
+            blocks.append(_Block(kind, start, end, int(tok.tag[1]), _inline_text(tokens[i + 1])))
+        else:
+            blocks.append(_Block(kind, start, end))
+    return blocks
+
+
+def _markdown_headings(blocks: list[_Block]) -> tuple[_Heading | None, list[_Heading]]:
+    raw = [b for b in blocks if b.kind == "heading"]
     title = None
-    h1 = [h for h in raw if h[1] == 1]
-    if len(h1) == 1 and raw and raw[0][1] == 1:
-        title = _Heading(raw[0][0], 0, raw[0][2])
+    if sum(1 for b in raw if b.level == 1) == 1 and raw and raw[0].level == 1:
+        title = _Heading(raw[0].start, 0, raw[0].title, raw[0].end)
         raw = raw[1:]
     if not raw:
         return title, []
     # Top level: the shallowest level used by a heading other than the title.
-    top = min(level for _, level, _ in raw)
-    return title, [_Heading(i, level - top + 1, t) for i, level, t in raw]
+    top = min(b.level for b in raw)
+    return title, [_Heading(b.start, b.level - top + 1, b.title, b.end) for b in raw]
 
 
 def _plaintext_headings(lines: list[str]) -> tuple[_Heading | None, list[_Heading]]:
@@ -139,8 +176,30 @@ def _plaintext_headings(lines: list[str]) -> tuple[_Heading | None, list[_Headin
 # --------------------------------------------------------------------------- units
 
 
-def _split_units(lines: list[str], first: int) -> list[Unit]:
-    """Split a section body (lines[0] is source line first+1) into units."""
+def _markdown_units(blocks: list[_Block], lines: list[str], lo: int, hi: int) -> list[Unit]:
+    """Units of the markdown blocks that start in lines[lo:hi].
+
+    Blocks with no blank line between them (an "**Answer:**" line and the list under it) stay
+    one unit, of the first block's kind; a code block is always a unit of its own; thematic
+    breaks (``---``) separate, they are not text.
+    """
+    units: list[Unit] = []
+    prev: _Block | None = None
+    for b in (b for b in blocks if lo <= b.start < hi):
+        glued = prev is not None and prev.end == b.start and {prev.kind, b.kind}.isdisjoint({"heading", "hr", "code"})
+        if b.kind in ("heading", "hr"):
+            pass
+        elif glued and units:
+            u = units[-1]
+            units[-1] = Unit(u.kind, u.lines + lines[b.start : b.end], u.start, b.end)
+        else:
+            units.append(Unit(b.kind, lines[b.start : b.end], b.start + 1, b.end))
+        prev = b
+    return _glue_questions(units)
+
+
+def _plaintext_units(lines: list[str], first: int) -> list[Unit]:
+    """Split a plain-text section body (lines[0] is source line first+1) into units by blank lines."""
     units: list[Unit] = []
     i, n = 0, len(lines)
     while i < n:
@@ -195,11 +254,21 @@ def _glue_questions(units: list[Unit]) -> list[Unit]:
 def parse_guide(text: str, rel: str) -> GuideStructure:
     """Title, sections (with path, top-level index and line numbers) and units of one guide."""
     lines = text.split("\n")
-    fmt = "markdown" if _is_markdown(lines) else "plaintext"
-    title_head, heads = (_markdown_headings if fmt == "markdown" else _plaintext_headings)(lines)
-    if title_head is not None:
-        lines = list(lines)
-        lines[title_head.line] = ""      # the title is metadata, not body text
+    blocks = _markdown_blocks(text)
+    fmt = "markdown" if any(b.kind == "heading" for b in blocks) else "plaintext"
+    if fmt == "markdown":
+        title_head, heads = _markdown_headings(blocks)
+
+        def units(lo: int, hi: int) -> list[Unit]:
+            return _markdown_units(blocks, lines, lo, hi)   # heading blocks (the title too) are not units
+    else:
+        title_head, heads = _plaintext_headings(lines)
+        if title_head is not None:
+            lines = list(lines)
+            lines[title_head.line] = ""      # the title is metadata, not body text
+
+        def units(lo: int, hi: int) -> list[Unit]:
+            return _plaintext_units(lines[lo:hi], lo)
     title = title_head.title if title_head else title_from_filename(rel)
 
     sections: list[Section] = []
@@ -207,7 +276,7 @@ def parse_guide(text: str, rel: str) -> GuideStructure:
     top = 0
     bounds = [h.line for h in heads] + [len(lines)]
     # Text before the first heading.
-    pre = _split_units(lines[: bounds[0]], 0)
+    pre = units(0, bounds[0])
     if pre:
         sections.append(Section([], 0, 1, pre))
     for k, h in enumerate(heads):
@@ -216,8 +285,7 @@ def parse_guide(text: str, rel: str) -> GuideStructure:
         stack.append((h.level, h.title))
         if h.level == 1:
             top += 1
-        body = lines[h.line + 1 : bounds[k + 1]]
-        sec = Section([t for _, t in stack], top, h.line + 1, _split_units(body, h.line + 1))
+        sec = Section([t for _, t in stack], top, h.line + 1, units(h.body, bounds[k + 1]))
         if h.title.lower() in _TOC_TITLES:
             continue   # a table of contents repeats the headings: noise for retrieval
         sections.append(sec)

@@ -170,6 +170,20 @@ def test_judge_failures_are_counted_per_metric_and_named(tmp_path):
     assert "<strong>The judge failed 1 judgements</strong>" in page and "<code>q1: RuntimeError" in page
 
 
+
+def test_report_html_renders_markdown_and_escapes_user_text():
+    from eval.report import _md_to_html, render_markdown
+
+    m = {"run": {"date": "d", "machine": "<script>alert(1)</script>", "golden": "g&<b>.jsonl", "n_questions": 1,
+                 "kinds": {"answerable": 1}, "settings_summary": "s"},
+         "index": {"n_chunks": 1, "n_guides": 1}, "retrieval": {"hybrid <img src=x>": {"hit@1": 0.5}}, "latency_ms": {}}
+    page = _md_to_html(render_markdown(m))
+    assert "<script>" not in page and "<img" not in page and "<b>" not in page
+    assert "<li>run: d on &lt;script&gt;alert(1)&lt;/script&gt;</li>" in page
+    assert "<code>g&amp;&lt;b&gt;.jsonl</code>" in page
+    assert "<h2>Retrieval (answerable + follow-up questions)</h2>" in page
+    assert "<td>hybrid &lt;img src=x&gt;</td>" in page and "<td>0.500</td>" in page and "<th>hit@1</th>" in page
+
 def test_schema_judge_survives_one_event_loop_per_answer():
     """ragas is driven by one asyncio.run per answer; the judge's connections must not belong to a dead loop."""
     import asyncio

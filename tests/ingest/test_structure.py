@@ -109,3 +109,61 @@ def test_question_and_answer_are_one_unit():
 
 def test_title_from_filename():
     assert title_from_filename("dir/llm-theory_notes.md") == "LLM Theory Notes"
+
+
+SETEXT = """Guide Title
+===========
+
+Part One
+--------
+
+text one
+
+~~~
+# not a heading (tilde fence)
+~~~
+
+    # not a heading either (indented code)
+
+Part Two
+--------
+
+- item a
+- item b
+
+- loose item c
+  # heading-like line inside a list item is list text
+
+---
+
+| x | y |
+|---|---|
+| 1 | 2 |
+"""
+
+
+def test_setext_headings_tilde_fences_and_indented_code():
+    g = parse_guide(SETEXT, "setext.md")
+    assert g.format == "markdown" and g.title == "Guide Title"
+    assert [s.path for s in g.sections] == [["Part One"], ["Part Two"]]
+    one = g.sections[0]
+    assert [(u.kind, u.start, u.end) for u in one.units] == [("para", 7, 7), ("code", 9, 11), ("code", 13, 13)]
+    assert one.start == 4                     # the heading line, not its underline
+
+
+def test_lists_tables_and_thematic_breaks():
+    two = parse_guide(SETEXT, "setext.md").sections[1]
+    # a tight run of items is one unit; an item after a blank line starts a new one; '---' is not text
+    assert [(u.kind, u.start, u.end) for u in two.units] == [("list", 18, 19), ("list", 21, 22), ("table", 26, 28)]
+    assert "inside a list item" in two.units[1].text
+    assert all(u.text.strip() != "---" for u in two.units)
+
+
+def test_pipe_lines_without_a_delimiter_row_are_not_a_table():
+    g = parse_guide("## S\n\n| just | pipes |\n| more | pipes |\n", "p.md")
+    assert [u.kind for u in g.sections[0].units] == ["para"]
+
+
+def test_heading_text_drops_markup_like_a_reader_sees_it():
+    g = parse_guide("## **Bold** [link](http://x) and `code`:\n\ntext\n", "h.md")
+    assert g.sections[0].path == ["Bold link and code"]
