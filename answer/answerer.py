@@ -230,7 +230,7 @@ class Answerer:
                                   budget_tokens=self.prompt_budget, soft_budget_tokens=self.latency_budget,
                                   order=s.answer_passage_order,
                                   history=history if result.rewritten_query is None else (), prefill=prefill,
-                                  excerpts=excerpts)
+                                  excerpts=excerpts, header=s.answer_header)
         except PromptTooLong as e:
             res = refuse(str(e))
             yield Token(res.answer)

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from answer.prompt import Passage
+from answer.prompt import HEADER_STYLES, Passage, prompt_header
 from answer.verify import CONTRADICTED, MIN_CONTENT_WORDS, SUPPORT_THRESHOLD, TOO_SHORT, VERIFIED, Alignment, PassageIndex
 from answer.verify import numbers as _numbers
 from core.text import content_stems, sentence_spans
@@ -232,7 +232,7 @@ class SupportScorer:
 
 def strip_echoed_headers(answer: str, passages: Sequence[Passage]) -> str:
     """Drop answer lines that only repeat a passage's "[n] guide › section" header (small models copy them)."""
-    heads = {" ".join(p.header.split()).casefold() for p in passages}
+    heads = {" ".join(prompt_header(p.hit, style).split()).casefold() for p in passages for style in HEADER_STYLES}
     kept = []
     for line in answer.split("\n"):
         bare = " ".join(MARKER.sub("", line).split()).strip(" *#:-").casefold()

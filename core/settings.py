@@ -180,6 +180,9 @@ class Settings(BaseSettings):
         "Lower-ranked passages are dropped whole to fit (never the best one) and reported; "
         "llm_context_window - llm_max_answer_tokens is always a hard limit.",
     )
+    answer_header: Literal["section", "path"] = Field(
+        "path", description="How each passage is titled in the prompt: 'path' (guide › section › subsection) or "
+        "'section' (the innermost heading only: a shorter prompt, so an earlier first token).")
     answer_passage_order: Literal["edges", "rank"] = Field(
         "edges", description="'edges': best passage first, second best last (small models skip the middle); 'rank': best first.")
     citation_support: Literal["lexical", "embed", "blend"] = Field(

@@ -122,3 +122,36 @@ def test_soft_budget_drops_to_one_passage_but_hard_budget_to_none(hits):
     none = build_prompt("What is LoRA?", hits, llm=llm, max_passages=4, budget_tokens=one.prompt_tokens - 1,
                         soft_budget_tokens=10)                 # the hard limit may drop the last one too
     assert none.passages == [] and len(none.dropped) == 4
+
+
+def test_section_header_is_the_innermost_heading_and_shorter(make_hit):
+    from answer.prompt import build_prompt, prompt_header
+    from core.llm import FakeLLM
+
+    h = make_hit("KV caching stores computed key and value vectors.", section="Q56: What is KV caching?",
+                 guide_title="100 LLM Interview Questions and Answers")
+    h.payload["section_path"] = ["Optimization & Deployment", "Q56: What is KV caching?"]
+    h.payload["section"] = "100 LLM Interview Questions and Answers › Optimization & Deployment › Q56: What is KV caching?"
+    assert prompt_header(h, "section") == "Q56: What is KV caching?"
+    assert prompt_header(h, "path").startswith("100 LLM Interview Questions and Answers")
+    llm = FakeLLM()
+    short = build_prompt("What is KV caching?", [h], llm=llm, max_passages=1, budget_tokens=4000, header="section")
+    long = build_prompt("What is KV caching?", [h], llm=llm, max_passages=1, budget_tokens=4000, header="path")
+    assert "[1] Q56: What is KV caching?\n" in short.messages[1]["content"]
+    assert "Optimization & Deployment" in long.messages[1]["content"]
+    assert short.prompt_tokens < long.prompt_tokens
+    h.payload["section_path"] = []
+    assert prompt_header(h, "section") == "100 LLM Interview Questions and Answers"
+    with pytest.raises(ValueError, match="GUIDES_ANSWER_HEADER"):
+        prompt_header(h, "leaf")
+
+
+def test_echoed_section_header_is_stripped(make_hit):
+    from answer.citations import strip_echoed_headers
+    from answer.prompt import arrange
+
+    h = make_hit("KV caching stores computed key and value vectors.", section="Q56: What is KV caching?")
+    h.payload["section_path"] = ["Optimization", "Q56: What is KV caching?"]
+    passages = arrange([h])
+    out = strip_echoed_headers("[1] Q56: What is KV caching?\nKV caching stores key and value vectors [1].", passages)
+    assert out == "KV caching stores key and value vectors [1]."
