@@ -181,7 +181,7 @@ class Settings(BaseSettings):
         "llm_context_window - llm_max_answer_tokens is always a hard limit.",
     )
     answer_header: Literal["section", "path"] = Field(
-        "path", description="How each passage is titled in the prompt: 'path' (guide › section › subsection) or "
+        "section", description="How each passage is titled in the prompt: 'path' (guide › section › subsection) or "
         "'section' (the innermost heading only: a shorter prompt, so an earlier first token).")
     answer_passage_order: Literal["edges", "rank"] = Field(
         "edges", description="'edges': best passage first, second best last (small models skip the middle); 'rank': best first.")

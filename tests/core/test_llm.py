@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from answer import bundled
+from core import bundled
 from core.llm import FakeLLM, LLMError, OpenAICompatLLM, count_messages_tokens, complete, load_llm
 from core.settings import Settings
 
