@@ -130,17 +130,11 @@ def test_compare_shows_change_in_correctness_and_per_part_figures():
     assert "kinds" not in out
 
 
-def test_cli_split_runs_one_part(tmp_path, guides_copy, fake_settings, monkeypatch):
+@pytest.mark.usefixtures("eval_cli_env")
+def test_cli_split_runs_one_part(tmp_path):
     """`guides eval --retrieve-only --split test`: only test-part questions, per-part figures for that part."""
     from guides_qa.cli import main
-    from ingest.embed import HashEmbedder
-    from ingest.pipeline import run_ingest
 
-    s = fake_settings(guides_copy, reranker="off")
-    run_ingest(s, embedder=HashEmbedder(), progress=False)
-    for k, v in {"GUIDES_EMBED_MODEL": "fake:hash", "GUIDES_DATA_DIR": str(s.data_dir),
-                 "GUIDES_GUIDES_DIR": str(guides_copy), "GUIDES_RERANKER": "off"}.items():
-        monkeypatch.setenv(k, v)
     out = tmp_path / "run"
     assert main(["eval", "--retrieve-only", "--split", "test", "--out", str(out), "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())

@@ -76,17 +76,11 @@ def test_compare_prints_deltas():
     assert "latency_ms.search.p50" in out and "-2.000" in out
 
 
-def test_quick_eval_end_to_end(tmp_path, guides_copy, fake_settings, monkeypatch):
+@pytest.mark.usefixtures("eval_cli_env")
+def test_quick_eval_end_to_end(tmp_path):
     """`guides eval --retrieve-only` on a few questions, through the real CLI code path."""
     from guides_qa.cli import main
-    from ingest.embed import HashEmbedder
-    from ingest.pipeline import run_ingest
 
-    s = fake_settings(guides_copy, reranker="off")
-    run_ingest(s, embedder=HashEmbedder(), progress=False)
-    for k, v in {"GUIDES_EMBED_MODEL": "fake:hash", "GUIDES_DATA_DIR": str(s.data_dir),
-                 "GUIDES_GUIDES_DIR": str(guides_copy), "GUIDES_RERANKER": "off"}.items():
-        monkeypatch.setenv(k, v)
     out = tmp_path / "run"
     assert main(["eval", "--retrieve-only", "--limit", "6", "--out", str(out), "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
