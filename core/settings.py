@@ -166,7 +166,7 @@ class Settings(BaseSettings):
         "sentences", description="What the LLM reads: 'sentences' (the passages' sentences that best match the "
         "question, in their order, within answer_context_tokens) or 'passages' (whole passages).")
     answer_context_tokens: int = Field(
-        160, ge=32, le=100_000, description="Budget in LLM tokens for the passage text the LLM reads when "
+        200, ge=32, le=100_000, description="Budget in LLM tokens for the passage text the LLM reads when "
         "answer_context='sentences'; the best sentence of the best passage is always kept.")
     answer_loop_ngram: int = Field(
         8, ge=3, le=64, description="Stop generating when the last this-many words repeat earlier words of the "
