@@ -172,9 +172,10 @@ class PassageIndex:
         self.text = text
         self.header = header
         heads = _table_header_lines(text)      # a table's header names columns; its rows state the facts
-        self.tokens = [t for t in content_tokens(text) if not any(a <= t[1] < b for a, b in heads)]
+        every = content_tokens(text)
+        self.tokens = [t for t in every if not any(a <= t[1] < b for a, b in heads)]
         self.stems = [s for s, _, _ in self.tokens]
-        self.stem_set = set(content_stems(text))
+        self.stem_set = {s for s, _, _ in every}       # header cells included
         # a table row is a unit: a window that starts in one never reads the next row's cells
         self.row_end = []
         for _, a, _ in self.tokens:

@@ -221,7 +221,6 @@ class LlamaServerLLM(OpenAICompatLLM):
 
 
 # --------------------------------------------------------------------------- fake
-_MARK = re.compile(r"\[(\d+)\]")
 
 
 class FakeLLM:

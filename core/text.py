@@ -63,8 +63,7 @@ def terms(text: str) -> list[str]:
 
 def normalise_for_match(text: str) -> str:
     """NFKC, casefold, every run of non [a-z0-9] to one space: how evidence phrases are matched."""
-    t = unicodedata.normalize("NFKC", text).casefold()
-    return re.sub(r"[^a-z0-9]+", " ", t).strip()
+    return " ".join(words(text))
 
 
 # --------------------------------------------------------------------------- word lists

@@ -217,7 +217,3 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
             r.pop("used_passages", None)        # shown via contexts; keeps questions.jsonl readable
     write_outputs(out, metrics, list(per_q.values()), lat)
     return metrics
-
-
-def golden_items_for_kind(items: list[GoldenItem], kind: str) -> list[GoldenItem]:
-    return [i for i in items if i.kind == kind]

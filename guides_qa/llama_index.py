@@ -48,6 +48,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from core.llm import LLM, Message
 from core.types import Hit
 from guides_qa.pipeline import Pipeline
+from retrieval.search import MODES
 
 # Metadata a node carries for the caller but that is not worth the LLM's or an embedder's tokens.
 _NOT_FOR_MODELS = ["chunk_id", "guide", "guide_title", "lines", "rank", "scores"]   # the section names the guide
@@ -81,8 +82,8 @@ class GuidesRetriever(BaseRetriever):
                  history: Sequence[str] = (), **kwargs: Any):
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}.")
-        if mode not in ("hybrid", "bm25", "dense"):
-            raise ValueError(f"Unknown retrieval mode {mode!r}. Supported modes are: ['hybrid', 'bm25', 'dense']")
+        if mode not in MODES:
+            raise ValueError(f"Unknown retrieval mode {mode!r}. Supported modes are: {list(MODES)}")
         super().__init__(**kwargs)
         self.pipeline = pipeline
         self.top_k = top_k

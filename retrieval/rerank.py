@@ -48,8 +48,8 @@ from .trained import TRAINED_FORMAT, format_passage, trained_model_dir
 if TYPE_CHECKING:
     from core.types import Chunk
 
-__all__ = ["BACKENDS", "Reranker", "RerankerError", "combine", "format_passage", "hit_passage", "load_reranker",
-           "rerank", "trained_model_dir", "warm_reranker"]
+__all__ = ["BACKENDS", "Reranker", "RerankerError", "combine", "hit_passage", "load_reranker", "rerank",
+           "warm_reranker"]
 
 BACKENDS = ("off", "trained", "maxsim", "fake:overlap", "<local CrossEncoder folder>", "<hub id, e.g. cross-encoder/ms-marco-MiniLM-L-6-v2>")
 

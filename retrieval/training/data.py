@@ -46,7 +46,7 @@ import numpy as np
 from core.settings import Settings
 from core.text import STOPWORDS, normalise_for_match
 
-from ..trained import DATA_FILE, ROOT, SEP
+from ..trained import DATA_FILE, ROOT
 
 if TYPE_CHECKING:
     from core.types import Chunk
@@ -84,9 +84,8 @@ def chunk_order(chunks: Sequence[Chunk], seed: int, *, min_words: int = 25) -> l
 
 def question_messages(c: Chunk, *, max_chars: int = 900) -> list[dict]:
     """The chat the LLM answers with questions for one chunk."""
-    topic = SEP.join([c.guide_title, *c.section_path])
     return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"Section: {topic}\nPassage:\n{c.text[:max_chars]}"}]
+            {"role": "user", "content": f"Section: {c.section}\nPassage:\n{c.text[:max_chars]}"}]
 
 
 def _clean_line(s: str) -> str:
