@@ -13,7 +13,8 @@ state, every one of them; each fact is a list of acceptable variants. A variant 
 when, after both are normalised (NFKC, case-folded, every run of non-alphanumerics to one space,
 see ``ingest.clean.normalise_for_match``), it occurs there as whole words: "8" does not match inside
 "128" or "8x7b". A variant ending in ``*`` matches any word that starts with it ("rotat*" matches
-"rotate" and "rotation", not "rotary").
+"rotate" and "rotation", not "rotary"); one ending in a letter also matches its plural in -s or -es
+("metric" matches "metrics").
 
 Tune/test split (issue 12: choose on data that did not choose): a question's part is fixed by
 ``sha256(SPLIT_SEED + ":" + id)`` alone, read as a number in [0, 1): below ``TEST_SHARE`` it is in
@@ -188,7 +189,8 @@ def is_relevant(text: str, evidence: list[str]) -> bool:
 def _variant_regex(variant: str) -> re.Pattern:
     prefix = variant.rstrip().endswith("*")
     v = normalise_for_match(variant.rstrip().rstrip("*"))
-    return re.compile(r"(?<![a-z0-9])" + re.escape(v) + (r"[a-z0-9]*" if prefix else "") + r"(?![a-z0-9])")
+    plural = r"(?:s|es)?" if not prefix and v[-1:].isalpha() else ""       # "metric" also matches "metrics"
+    return re.compile(r"(?<![a-z0-9])" + re.escape(v) + (r"[a-z0-9]*" if prefix else plural) + r"(?![a-z0-9])")
 
 
 def states(answer: str, variant: str) -> bool:

@@ -73,6 +73,10 @@ def test_good_lines_load_with_facts_as_tuples(tmp_path):
     ("a 'rotat' typo", "rotat*", True),
     ("it is not rotated", "rot", False),                                     # whole words only
     ("the softmax saturates", "soft", False),
+    ("discontinuous evaluation metrics", "metric", True),                  # plural of a word variant
+    ("two approaches", "approach", True),
+    ("the metrical foot", "metric", False),
+    ("8s and 9s", "8", False),                                              # numbers take no plural
 ])
 def test_states_is_word_boundary_aware(answer, variant, expected):
     assert states(answer, variant) is expected
