@@ -1,10 +1,14 @@
 """The sentences of the retrieved passages that answer the question: what the LLM reads, and what the user sees first.
 
 Each passage is cut into sentences and lines (``core.text.sentence_spans``); every sentence is
-scored against the question: IDF-weighted share of the question's content words it holds, plus
-MiniLM cosine when an embedder is given, plus a small bonus for the passage's rank. The best
+scored against the question: IDF-weighted share of the question's content words it holds (a word
+found only in the sentence's context lines, see below, counts half), plus MiniLM cosine of the
+context and sentence when an embedder is given, plus a small bonus for the passage's rank. The best
 sentences are kept, in their passage order, within a token budget (the best sentence of the best
-passage always); a table row brings its header row along so that its cells keep their meaning.
+passage always). A sentence brings the context lines along that keep its meaning: a table row its
+header row; a list item those of its parent items and of the line leading into the list that hold
+a question word ("- **TensorRT-LLM:**" above "  - **Cons:** CUDA-only, complex setup", not
+"**Expected Answer:**").
 
 Example::
 
@@ -16,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -25,6 +30,8 @@ from core.text import QUESTION_SCAFFOLD_STEMS, content_stems, sentence_spans
 from core.types import Hit
 
 GAP = " … "
+CONTEXT_WEIGHT = 0.5      # a question word found only in a sentence's context lines, against one in the sentence
+RANK_BONUS = 0.1          # a sentence of the passage ranked r gets RANK_BONUS / (1 + r)
 
 
 @dataclass
@@ -87,23 +94,76 @@ def _table_header(text: str, start: int) -> tuple[int, int] | None:
     return head if head[0] != line_start else None
 
 
-def score_sentences(question: str, hits: Sequence[Hit], *, embedder=None) -> list[Quote]:
-    """Every sentence of ``hits`` scored against ``question``, best first."""
+_ITEM = re.compile(r"^([ \t]*)(?:[-*+•]|\d{1,2}[.)])[ \t]+")
+
+
+def _line(text: str, pos: int) -> tuple[int, int]:
+    """(start, end) of the line holding ``pos``."""
+    a = text.rfind("\n", 0, pos) + 1
+    b = text.find("\n", pos)
+    return a, (len(text) if b < 0 else b)
+
+
+def _prev_line(text: str, line_start: int) -> tuple[int, int] | None:
+    """The nearest non-blank line above the line starting at ``line_start``."""
+    pos = line_start - 1
+    while pos > 0:
+        a = text.rfind("\n", 0, pos) + 1
+        if text[a:pos].strip():
+            return a, pos
+        pos = a - 1
+    return None
+
+
+def context_spans(text: str, start: int) -> list[tuple[int, int]]:
+    """The lines that give the sentence at ``start`` its meaning, top first: a table row's header row;
+    a list item's parent items (each less indented, up to the outermost); the line that leads into a
+    list ("**Cons:**", "Common techniques:"). Empty for a sentence of a plain paragraph."""
+    head = _table_header(text, start)
+    if head:
+        return [head]
+    a, b = _line(text, start)
+    m = _ITEM.match(text[a:b])
+    if not m:
+        return []
+    out, indent, pos = [], len(m.group(1).expandtabs(4)), a
+    while (prev := _prev_line(text, pos)) is not None:
+        pa, pb = prev
+        line = text[pa:pb]
+        pm = _ITEM.match(line)
+        if pm is None:                                   # the lead-in of the list, when it introduces it
+            if line.rstrip().rstrip("*").endswith(":"):
+                out.append(prev)
+            break
+        if len(pm.group(1).expandtabs(4)) < indent:
+            out.append(prev)
+            indent = len(pm.group(1).expandtabs(4))
+        pos = pa
+    return out[::-1]
+
+
+def score_sentences(question: str, hits: Sequence[Hit], *, embedder=None, context_weight: float = CONTEXT_WEIGHT) -> list[Quote]:
+    """Every sentence of ``hits`` scored against ``question``, best first. A question word found only in
+    the sentence's context (``context_spans``) counts ``context_weight`` of one found in the sentence."""
     cands = [Quote(hit=h, start=a, end=b) for h in hits for a, b in sentence_spans(h.text)]
     if not cands:
         return []
     q = [s for s in dict.fromkeys(content_stems(question)) if s not in QUESTION_SCAFFOLD_STEMS] or content_stems(question)
     stems = [set(content_stems(c.text)) for c in cands]
+    ctx_text = [" ".join(c.hit.text[a:b] for a, b in context_spans(c.hit.text, c.start)) for c in cands]
+    ctx = [set(content_stems(t)) - st if t else set() for t, st in zip(ctx_text, stems)]
     n = len(cands)
     idf = {s: math.log(1 + n / (1 + sum(s in st for st in stems))) for s in q}
     total = sum(idf.values()) or 1.0
-    lex = np.array([sum(idf[s] for s in q if s in st) / total for st in stems])
+    lex = np.array([(sum(idf[s] for s in q if s in st) + context_weight * sum(idf[s] for s in q if s in cx)) / total
+                    for st, cx in zip(stems, ctx)])
     cos = np.zeros(n)
     if embedder is not None:
-        vecs = embedder.embed([question] + [c.text for c in cands])
+        texts = [(t.strip() + " " + c.text) if (t and context_weight > 0) else c.text for t, c in zip(ctx_text, cands)]
+        vecs = embedder.embed([question] + texts)
         cos = np.clip(vecs[1:] @ vecs[0], 0.0, None)
     rank_of = {id(h): r for r, h in enumerate(hits)}
-    bonus = np.array([0.1 / (1 + rank_of[id(c.hit)]) for c in cands])
+    bonus = np.array([RANK_BONUS / (1 + rank_of[id(c.hit)]) for c in cands])
     short = np.array([0.5 if len(st) < 2 else 1.0 for st in stems])      # a bare heading or "Pros:" says little
     scores = (0.5 * lex + 0.5 * cos + bonus) * short if embedder is not None else (lex + bonus) * short
     for c, s in zip(cands, scores):
@@ -115,6 +175,7 @@ def select_sentences(question: str, hits: Sequence[Hit], *, count_tokens: Callab
                      budget_tokens: int, embedder=None) -> Selection:
     """The best sentences of ``hits`` within ``budget_tokens`` (see the module docstring)."""
     ranked = score_sentences(question, hits, embedder=embedder)
+    q_stems = set(content_stems(question)) - QUESTION_SCAFFOLD_STEMS
     chosen: dict[str, list[tuple[int, int]]] = {}
     quotes: list[Quote] = []
     used = 0
@@ -124,10 +185,11 @@ def select_sentences(question: str, hits: Sequence[Hit], *, count_tokens: Callab
     for c in order:
         if c.score <= 0 and quotes:
             break
-        spans = [(c.start, c.end)]
-        head = _table_header(c.hit.text, c.start)
-        if head and head not in chosen.get(c.hit.chunk_id, []):
-            spans.insert(0, head)
+        if any(a <= c.start and c.end <= b for a, b in chosen.get(c.hit.chunk_id, [])):
+            continue                                     # already in, as another sentence's context line
+        spans = [sp for sp in context_spans(c.hit.text, c.start) if sp not in chosen.get(c.hit.chunk_id, [])
+                 and (c.hit.text[sp[0]:sp[1]].lstrip().startswith("|") or q_stems & set(content_stems(c.hit.text[sp[0]:sp[1]])))]
+        spans.append((c.start, c.end))
         cost = sum(count_tokens(c.hit.text[a:b]) for a, b in spans) + 2
         if quotes and used + cost > budget_tokens:
             continue
@@ -136,7 +198,12 @@ def select_sentences(question: str, hits: Sequence[Hit], *, count_tokens: Callab
         chosen.setdefault(c.hit.chunk_id, []).extend(spans)
     excerpts = {}
     for h in hits:
-        spans = sorted(set(chosen.get(h.chunk_id, [])))
+        spans: list[tuple[int, int]] = []
+        for a, b in sorted(set(chosen.get(h.chunk_id, []))):       # a context line may hold a chosen sentence
+            if spans and a < spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(b, spans[-1][1]))
+            else:
+                spans.append((a, b))
         if not spans:
             continue
         parts, prev_end = [], None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from answer.answerer import Answerer, Evidence, find_loop
-from answer.evidence import select_sentences, span_lines
+from answer.evidence import context_spans, score_sentences, select_sentences, span_lines
 from core.llm import FakeLLM
 
 
@@ -32,6 +32,37 @@ def test_a_table_row_brings_its_header(make_hit):
     sel = select_sentences("Which technique does INT4 use?", [make_hit(table, rank=1, chunk_id="q")],
                            count_tokens=words, budget_tokens=20)
     assert sel.excerpts["q"] == "| Method | Precision | Techniques |\n| **INT4** | 4-bit | Advanced techniques (NF4) |"
+
+
+FRAMEWORKS = ("**Expected Answer:**\n"
+              "- **vLLM:**\n"
+              "  - **Pros:** Excellent throughput via PagedAttention, easy deployment.\n"
+              "  - **Cons:** Limited model support, primarily research-focused.\n"
+              "- **TensorRT-LLM (NVIDIA):**\n"
+              "  - **Pros:** Highly optimized for NVIDIA GPUs.\n"
+              "  - **Cons:** CUDA-only, complex setup, vendor lock-in.\n")
+
+
+def test_a_list_item_has_its_parent_items_and_lead_in_as_context():
+    t = FRAMEWORKS
+    ctx = [t[a:b] for a, b in context_spans(t, t.index("  - **Cons:** CUDA"))]
+    assert ctx == ["**Expected Answer:**", "- **TensorRT-LLM (NVIDIA):**"]
+    assert [t[a:b] for a, b in context_spans(t, t.index("- **vLLM"))] == ["**Expected Answer:**"]
+    para = "Plain prose. Another sentence.\n- an item after prose"
+    assert context_spans(para, 0) == [] and context_spans(para, para.index("- an")) == []   # prose leads into nothing
+
+
+def test_a_list_item_is_scored_with_its_parent_and_brings_the_parent_that_names_the_subject(make_hit):
+    hit = make_hit(FRAMEWORKS, rank=1, chunk_id="fw")
+    q = "What are the drawbacks of TensorRT-LLM?"
+    score = {c.text: c.score for c in score_sentences(q, [hit])}
+    cons = "- **Cons:** CUDA-only, complex setup, vendor lock-in."
+    assert score[cons] > score["- **Cons:** Limited model support, primarily research-focused."]   # its parent names it
+    without = {c.text: c.score for c in score_sentences(q, [hit], context_weight=0.0)}
+    assert score[cons] > without[cons]
+    sel = select_sentences("Does TensorRT-LLM mean vendor lock-in?", [hit], count_tokens=words, budget_tokens=13)
+    assert sel.excerpts["fw"] == "- **TensorRT-LLM (NVIDIA):** … - **Cons:** CUDA-only, complex setup, vendor lock-in."
+    assert "Expected Answer" not in sel.excerpts["fw"]                         # a lead-in without a question word stays out
 
 
 def test_span_lines_count_the_chunk_line_breaks(make_hit):
