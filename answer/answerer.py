@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+from answer.check import AnswerCheck, CheckCall
 from answer.citations import Citation, attribute, short_answer_grounded, strip_echoed_headers
 from answer.evidence import Quote, score_sentences, select_sentences, span_lines
 from core.llm import LLM
@@ -55,6 +56,12 @@ class Evidence:
 
 
 @dataclass
+class Checking:
+    """The answer has been written; its verified sentences are now being checked (``answer.check``)."""
+    sentences: int
+
+
+@dataclass
 class AnswerResult:
     question: str
     answer: str                                   # final text: [n] markers attached, or the refusal
@@ -74,6 +81,8 @@ class AnswerResult:
     status: str = "unverified"                    # verified | unverified | contradicted | too_short | refused
     first_quote: Evidence | None = None           # shown while the model wrote
     stopped_loop: bool = False                    # generation was cut because it repeated itself
+    checks: list[CheckCall] = field(default_factory=list)    # the answer check's calls (answer.check)
+    span_status: str | None = None                # the status the span verifier alone gave, before the check
 
     @property
     def evidence(self) -> list[dict]:
@@ -111,12 +120,14 @@ class AnswerResult:
             "evidence": self.evidence,
             "first_quote": self.first_quote.to_json() if self.first_quote else None,
             "stopped_loop": self.stopped_loop,
+            "checks": [c.to_json() for c in self.checks],
+            "span_status": self.span_status,
             "signals": self.signals,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }
 
 
-Event = Token | Evidence | AnswerResult
+Event = Token | Evidence | Checking | AnswerResult
 
 
 def find_loop(text: str, n: int) -> int | None:
@@ -149,6 +160,7 @@ class Answerer:
                                         min_rerank=settings.refuse_min_rerank, top_n=settings.answer_passages)
         if settings.citation_support != "lexical" and embedder is None:
             raise ValueError(f"citation_support={settings.citation_support!r} needs an embedder; pass embedder=.")
+        self.check = AnswerCheck(llm, threshold=settings.answer_check_threshold) if settings.answer_check == "llm" else None
 
     # ------------------------------------------------------------------ budget
     @property
@@ -298,6 +310,12 @@ class Answerer:
         if cited.removed_markers:
             result.warnings.append("removed citation markers that point to no passage: "
                                    + ", ".join(f"[{n}]" for n in cited.removed_markers))
+        result.span_status = cited.status
+        if self.check is not None and cited.n_verified:
+            yield Checking(sentences=cited.n_verified)
+            t_check = time.perf_counter()
+            result.checks = self.check.apply(cited, prompt.passages)
+            timings["check"] = (time.perf_counter() - t_check) * 1000
         result.answer, result.citations, result.raw_answer = cited.text, cited.citations, raw
         result.status = cited.status
         timings["total"] = (time.perf_counter() - t0) * 1000

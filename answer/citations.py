@@ -102,6 +102,7 @@ class Support:
     reasons: list[str] = field(default_factory=list)     # why not verified, in words ("the passage says NF4")
     aligned: bool = False      # its words align with one span of the passage
     about: bool = False        # most of its words are in the passage (anywhere): it is about this passage
+    check: float | None = None  # the answer check's P(yes) (answer.check), when it ran
 
     @property
     def verified(self) -> bool:
@@ -116,7 +117,8 @@ class Support:
     def to_json(self) -> dict:
         return {"sentence": self.sentence, "score": round(self.score, 3), "status": self.status,
                 "verified": self.verified, "reasons": self.reasons, "span": self.span,
-                "span_start": self.span_start, "span_end": self.span_end, "source": self.source}
+                "span_start": self.span_start, "span_end": self.span_end, "source": self.source,
+                "check": None if self.check is None else round(self.check, 3)}
 
 
 @dataclass

@@ -175,14 +175,15 @@ SPECULATIVE = ("off", "draft", "ngram")
 
 
 def start_server(model_path: Path, *, n_ctx: int, threads: int, speculative: str = "off",
-                 draft_path: Path | None = None, draft_max: int = 8, cache_prompt: bool = True):
+                 draft_path: Path | None = None, draft_max: int = 8, cache_prompt: bool = True, n_parallel: int = 1):
     """Start llama.cpp's OpenAI-compatible server for ``model_path`` on 127.0.0.1 (a free port).
 
     ``speculative``: "draft" checks up to ``draft_max`` tokens proposed by ``draft_path`` (a smaller
     model with the same tokenizer) in one batch; "ngram" proposes tokens by looking them up in the
     prompt (answers copy the passages' words); "off" decodes one token at a time. ``cache_prompt``
     keeps the KV cache of the previous prompt so a shared prefix (the fixed system prompt) is not
-    recomputed; it is off only to measure what it saves (answer/MEASUREMENTS.md)."""
+    recomputed; it is off only to measure what it saves (answer/MEASUREMENTS.md). ``n_parallel`` slots
+    share ``n_ctx`` equally, each with its own prompt cache (the answer and its check use one each)."""
     if speculative not in SPECULATIVE:
         raise BundledModelError(f"Unknown speculative mode {speculative!r} (GUIDES_LLM_SPECULATIVE). "
                                 f"Supported: {list(SPECULATIVE)}")
@@ -196,7 +197,7 @@ def start_server(model_path: Path, *, n_ctx: int, threads: int, speculative: str
     p = xlc.CommonParams()
     p.model.path = str(model_path)
     p.n_ctx = n_ctx
-    p.n_parallel = 1            # one slot: it gets the whole context window
+    p.n_parallel = n_parallel   # slots: n_ctx is split between them
     p.n_threads_http = 8        # default max(n_parallel + 2, cores - 1) = 3: a few open connections starve it
     p.cpuparams.n_threads = threads
     p.cpuparams_batch.n_threads = threads

@@ -66,6 +66,13 @@ def complete(llm: LLM, messages: Sequence[Message], *, max_tokens: int, temperat
     return "".join(llm.stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop))
 
 
+def yes_share(top: Sequence[tuple[str, float]]) -> float | None:
+    """P(yes) / (P(yes) + P(no)) from (token, log-probability) pairs: " Yes", "yes" and "YES" all count."""
+    py = sum(math.exp(lp) for t, lp in top if t.strip().casefold() == "yes")
+    pn = sum(math.exp(lp) for t, lp in top if t.strip().casefold() == "no")
+    return py / (py + pn) if py + pn > 0 else None
+
+
 # --------------------------------------------------------------------------- OpenAI-compatible
 class OpenAICompatLLM:
     """Any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp's server), streamed."""
@@ -109,7 +116,7 @@ class OpenAICompatLLM:
         with self._errors():
             resp = self.client.chat.completions.create(
                 model=self.model, messages=list(messages), stream=True, max_tokens=max_tokens,
-                temperature=temperature, stop=list(stop) if stop else None,
+                temperature=temperature, stop=list(stop) if stop else None, extra_body=self._extra(0) or None,
             )
             # Close the response even when the caller stops reading early: a leaked streaming
             # connection pins one of the server's few HTTP threads, and enough of them hang it.
@@ -134,6 +141,25 @@ class OpenAICompatLLM:
             )
         return (r.choices[0].message.content or "") if r.choices else ""
 
+    def _extra(self, slot: int | None) -> dict:
+        return {}
+
+    def yes_probability(self, messages: Sequence[Message], *, slot: int | None = None) -> float | None:
+        """P("yes") / (P("yes") + P("no")) for the first token of the reply (greedy, one token, from the
+        endpoint's top log-probabilities); None when neither word is among them. ``slot``: the llama.cpp
+        slot to use (a second slot keeps the answering prompt's cache), ignored by other endpoints.
+        Raises LLMError when the endpoint returns no log-probabilities (some Ollama versions)."""
+        with self._errors():
+            r = self.client.chat.completions.create(
+                model=self.model, messages=list(messages), max_tokens=1, temperature=0.0,
+                logprobs=True, top_logprobs=10, extra_body=self._extra(slot) or None)
+        lp = r.choices[0].logprobs if r.choices else None
+        if lp is None or not lp.content:
+            raise LLMError(f"The LLM endpoint {self.base_url or 'api.openai.com'} returned no log-probabilities, "
+                           f"which the answer check needs. Use an endpoint that returns them (llama.cpp, vLLM, "
+                           f"OpenAI) or turn the check off with GUIDES_ANSWER_CHECK=off.")
+        return yes_share([(t.token, t.logprob) for t in lp.content[0].top_logprobs])
+
     def count_tokens(self, text: str) -> int:
         # No tokenizer for an arbitrary remote model: BPE vocabularies average 3.5-4.5 characters per
         # token on English; 3 characters per token (plus one per word break) over-counts safely.
@@ -149,6 +175,7 @@ class LlamaServerLLM(OpenAICompatLLM):
     """
 
     supports_prefill = True
+    slots = 2                     # slot 0 answers, slot 1 checks: each keeps its own prompt cache
     default_prompt_budget = 450   # prompt tokens: a hard latency cap; the sentence budget (answer_context_tokens) is the real one
 
     def __init__(self, model_path: Path | Callable[[], Path], *, name: str, context_window: int, threads: int,
@@ -174,8 +201,8 @@ class LlamaServerLLM(OpenAICompatLLM):
 
             path = self._model_path() if callable(self._model_path) else self._model_path
             draft = self._draft_path() if callable(self._draft_path) else self._draft_path
-            server = start_server(Path(path), n_ctx=self.context_window, threads=self._threads,
-                                  speculative=self._speculative, draft_path=draft)
+            server = start_server(Path(path), n_ctx=self.context_window * self.slots, threads=self._threads,
+                                  speculative=self._speculative, draft_path=draft, n_parallel=self.slots)
             addr = server.listening_address.rstrip("/")
             if not addr.startswith("http"):
                 addr = "http://" + addr
@@ -190,9 +217,16 @@ class LlamaServerLLM(OpenAICompatLLM):
         self.start()
         return str(self._http.base_url)
 
+    def _extra(self, slot: int | None) -> dict:
+        return {"id_slot": slot} if slot is not None else {}
+
     def stream(self, messages, *, max_tokens, temperature, stop=None):
         self.start()
         yield from super().stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop)
+
+    def yes_probability(self, messages, *, slot: int | None = None) -> float | None:
+        self.start()
+        return super().yes_probability(messages, slot=slot)
 
     def complete_json(self, messages, schema, **kw) -> str:
         self.start()
@@ -230,7 +264,7 @@ class FakeLLM:
     (checked in insertion order). Without a match the reply follows ``rule``:
     ``"echo"`` repeats the first sentence of passage [1] followed by "[1]"; ``"refuse"`` says the
     guides do not cover it; ``"offtopic"`` states something no passage of the guides says (a model
-    answering from its own memory). Every call is recorded in ``calls``. Tokens are whitespace-separated
+    answering from its own memory). ``checks`` scripts ``yes_probability`` the same way. Every call is recorded in ``calls`` (checks in ``check_calls``). Tokens are whitespace-separated
     words, so ``count_tokens`` is exact for the fake. With ``supports_prefill=True`` a trailing
     assistant message is continued, like llama.cpp does.
     """
@@ -241,8 +275,10 @@ class FakeLLM:
     OFFTOPIC = "Bananas ripen faster next to apples because apples release ethylene gas [1]."
 
     def __init__(self, script: dict[str, str] | None = None, *, rule: str = "echo", context_window: int = 4096,
-                 supports_prefill: bool = False):
+                 supports_prefill: bool = False, checks: dict[str, float | None] | None = None):
         self.supports_prefill = supports_prefill
+        self.checks = dict(checks or {})
+        self.check_calls: list[dict] = []
         if rule not in self.RULES:
             raise ValueError(f"Unknown fake rule {rule!r}. Supported rules are: {list(self.RULES)}")
         self.script = dict(script or {})
@@ -277,6 +313,23 @@ class FakeLLM:
                 if s in text:
                     text = text[:text.index(s)]
         yield from re.findall(r"\s*\S+", text)[:max_tokens]
+
+    def yes_probability(self, messages, *, slot: int | None = None) -> float | None:
+        """Deterministic support check: a ``checks`` key found in the last user message gives the value;
+        otherwise the share of the statement's content words that the passage holds (the prompt's
+        "Passage:" ... "Statement:" parts, see answer/check.py)."""
+        self.check_calls.append({"messages": [dict(m) for m in messages], "slot": slot})
+        user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        for key, val in self.checks.items():
+            if key in user:
+                return val
+        m = re.search(r"Passage:\n(.*)\n\nStatement: (.*?)\n\n", user, re.S)
+        if not m:
+            return None
+        from core.text import content_stems
+
+        said = set(content_stems(m.group(2)))
+        return len(said & set(content_stems(m.group(1)))) / len(said) if said else None
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

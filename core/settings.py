@@ -180,6 +180,13 @@ class Settings(BaseSettings):
         "Lower-ranked passages are dropped whole to fit (never the best one) and reported; "
         "llm_context_window - llm_max_answer_tokens is always a hard limit.",
     )
+    answer_check: Literal["llm", "off"] = Field(
+        "llm", description="The answer check: 'llm' has the LLM read each sentence the span verifier accepts against "
+        "its cited passage and keeps it verified only when it says yes (answer/check.py); 'off' trusts the span "
+        "verifier alone. Needs an endpoint that returns log-probabilities.")
+    answer_check_threshold: float = Field(
+        0.65, ge=0.0, le=1.0, description="The answer check's P(yes) a sentence needs to stay verified "
+        "(chosen on the labelled sentences of tune-part answers, answer/MEASUREMENTS.md).")
     answer_header: Literal["section", "path"] = Field(
         "section", description="How each passage is titled in the prompt: 'path' (guide › section › subsection) or "
         "'section' (the innermost heading only: a shorter prompt, so an earlier first token).")

@@ -83,6 +83,8 @@ def answer_record(pipe, item: GoldenItem, relevant: set[str], by_id: dict, lat: 
         "used_passages": [h.payload["text"] for h in used],
         "used_relevant": any(h.chunk_id in relevant for h in used),
         "status": a.status,
+        "span_status": a.span_status,
+        "checks": [c.to_json() for c in a.checks],
         **judge_answer(item, a.answer, a.refused, seen, cites, a.status),
         "timings_ms": {k: round(v, 1) for k, v in res.timings_ms.items()},
     }

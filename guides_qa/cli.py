@@ -120,7 +120,7 @@ def _print_hits(hits) -> None:
 
 
 def _stream_answer(pipe, turns: list[str]) -> int:
-    from answer.answerer import Evidence, Token
+    from answer.answerer import Checking, Evidence, Token
 
     result = None
     streamed = []
@@ -132,6 +132,8 @@ def _stream_answer(pipe, turns: list[str]) -> int:
         elif isinstance(ev, Evidence):
             q = ev.quote
             print(f"From the guides ({ev.header}, lines {q.lines[0]}-{q.lines[1]}):\n  > {' '.join(q.text.split())}\n")
+        elif isinstance(ev, Checking):
+            print(f"\n(checking {ev.sentences} sentence(s) against the guides…)", end="", flush=True)
         else:
             result = ev
     a = result.answer

@@ -195,8 +195,8 @@ class Pipeline:
     # -- answering -----------------------------------------------------------
     def ask_stream(self, turns: list[str], *, id: str | None = None) -> Iterator[object]:
         """Yield the evidence quote (answer.answerer.Evidence) and the answer's tokens (Token) as they come,
-        then one AskResult."""
-        from answer.answerer import AnswerResult, Evidence, Token
+        ``Checking`` when the written answer goes to the answer check, then one AskResult."""
+        from answer.answerer import AnswerResult, Checking, Evidence, Token
 
         t0 = time.perf_counter()
         turns = self._validate(turns)
@@ -207,13 +207,13 @@ class Pipeline:
             timings["rerank"] = rt["rerank"]
         t_answer = time.perf_counter()
         for ev in self.answerer.stream(turns[-1], hits, history=turns[:-1], rewrite=rw):
-            if isinstance(ev, (Token, Evidence)):
+            if isinstance(ev, (Token, Evidence, Checking)):
                 yield ev
             elif isinstance(ev, AnswerResult):
                 at = ev.timings_ms
                 if "first_token" in at:          # the answerer counts from its own start
                     timings["first_token"] = (t_answer - t0) * 1000 + at["first_token"]
-                for k in ("gate", "select", "generate", "cite"):
+                for k in ("gate", "select", "generate", "cite", "check"):
                     if k in at:
                         timings[k] = at[k]
                 timings["total"] = (time.perf_counter() - t0) * 1000

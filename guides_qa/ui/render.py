@@ -240,7 +240,7 @@ def stream_answer(pipe, turns: list[str], *, question: str, history: list, optio
 
     A rerun that interrupts the stream (a click elsewhere) still leaves the question in ``history``.
     """
-    from answer.answerer import Evidence, Token
+    from answer.answerer import Checking, Evidence, Token
     from guides_qa.ui.engine import queue_listener
 
     turn_id = new_turn_id()
@@ -260,6 +260,9 @@ def stream_answer(pipe, turns: list[str], *, question: str, history: list, optio
                     ph.markdown(answer_markdown("".join(streamed)) + " ▌")
                 elif isinstance(ev, Evidence):
                     render_quote(quote_ph, ev)
+                elif isinstance(ev, Checking):
+                    ph.markdown(answer_markdown("".join(streamed))
+                                + f"\n\n*Checking {ev.sentences} sentence(s) against the guides…*")
                 else:
                     result = ev
         if result is None:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from answer.answerer import Evidence, Answerer, AnswerResult, Token
+from answer.answerer import Checking, Evidence, Answerer, AnswerResult, Token
 from core.llm import FakeLLM, count_messages_tokens
 from answer.rewrite import Rewrite
 from core.settings import Settings
 
 
 def _events(answerer, question, hits, **kw):
-    """Tokens and the result; the evidence quote, when there is one, comes before the first token."""
+    """Tokens and the result; the evidence quote, when there is one, comes before the first token, and the
+    answer check's notice, when it runs, right before the result."""
     evs = list(answerer.stream(question, hits, **kw))
     assert isinstance(evs[-1], AnswerResult)
+    checking = [i for i, e in enumerate(evs) if isinstance(e, Checking)]
+    assert checking in ([], [len(evs) - 2]) and bool(checking) == bool(evs[-1].checks)
+    evs = [e for e in evs if not isinstance(e, Checking)]
     quotes = [i for i, e in enumerate(evs) if isinstance(e, Evidence)]
     assert len(quotes) <= 1 and all(isinstance(e, Token) for i, e in enumerate(evs[:-1]) if i not in quotes)
     if quotes:

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from answer.answerer import AnswerResult, Evidence, Token
+from answer.answerer import AnswerResult, Checking, Evidence, Token
 from core.llm import FakeLLM
 from core.settings import Settings
 from ingest.embed import HashEmbedder
@@ -36,7 +36,7 @@ def test_one_rewriter_built_from_the_settings(pipe):
 def test_a_follow_up_is_rewritten_searched_with_and_answered(pipe):
     evs = list(pipe.ask_stream(FOLLOW_UP))
     res = evs[-1]
-    assert isinstance(res, AskResult) and all(isinstance(e, (Token, Evidence)) for e in evs[:-1])
+    assert isinstance(res, AskResult) and all(isinstance(e, (Token, Evidence, Checking)) for e in evs[:-1])
     assert res.search_query == "Which base model precision does it use? (QLoRA)"
     assert isinstance(res.answer, AnswerResult) and res.answer.rewritten_query == res.search_query
     assert res.answer.rewrite_method == "heuristic"
