@@ -147,7 +147,8 @@ class OpenAICompatLLM:
     def yes_probability(self, messages: Sequence[Message], *, slot: int | None = None) -> float | None:
         """P("yes") / (P("yes") + P("no")) for the first token of the reply (greedy, one token, from the
         endpoint's top log-probabilities); None when neither word is among them. ``slot``: the llama.cpp
-        slot to use (a second slot keeps the answering prompt's cache), ignored by other endpoints.
+        slot to use (a second slot keeps the answering prompt's cache; ignored when the server has fewer slots
+        and by other endpoints).
         Raises LLMError when the endpoint returns no log-probabilities (some Ollama versions)."""
         with self._errors():
             r = self.client.chat.completions.create(
@@ -175,12 +176,12 @@ class LlamaServerLLM(OpenAICompatLLM):
     """
 
     supports_prefill = True
-    slots = 2                     # slot 0 answers, slot 1 checks: each keeps its own prompt cache
     default_prompt_budget = 450   # prompt tokens: a hard latency cap; the sentence budget (answer_context_tokens) is the real one
 
     def __init__(self, model_path: Path | Callable[[], Path], *, name: str, context_window: int, threads: int,
-                 speculative: str = "off", draft_path: Path | Callable[[], Path] | None = None):
+                 speculative: str = "off", draft_path: Path | Callable[[], Path] | None = None, slots: int = 1):
         self.name = name
+        self.slots = slots        # 2 with the answer check: slot 0 answers, slot 1 checks, each keeps its prompt cache
         self.context_window = context_window
         self._model_path = model_path
         self._threads = threads
@@ -218,7 +219,7 @@ class LlamaServerLLM(OpenAICompatLLM):
         return str(self._http.base_url)
 
     def _extra(self, slot: int | None) -> dict:
-        return {"id_slot": slot} if slot is not None else {}
+        return {"id_slot": slot} if slot is not None and slot < self.slots else {}
 
     def stream(self, messages, *, max_tokens, temperature, stop=None):
         self.start()
@@ -351,20 +352,22 @@ def load_llm(settings: Settings) -> LLM:
     from core.bundled import BUNDLED_MODELS, assemble_bundled_model
 
     draft = None
+    slots = 2 if settings.answer_check == "llm" else 1
     if settings.llm_speculative == "draft":
         draft = lambda: assemble_bundled_model(settings.data_dir, "bundled-small")  # noqa: E731 - lazy
     if name in BUNDLED_MODELS:
         return LlamaServerLLM(lambda: assemble_bundled_model(settings.data_dir, name),
                               name=f"{name}:{BUNDLED_MODELS[name].file_name}",
                               context_window=settings.llm_context_window, threads=settings.llm_threads,
-                              speculative=settings.llm_speculative, draft_path=draft)
+                              speculative=settings.llm_speculative, draft_path=draft, slots=slots)
     if name.startswith("gguf:"):
         path = Path(name[5:]).expanduser()
         if not path.is_file():
             raise LLMError(f"GGUF file {str(path)!r} does not exist (setting GUIDES_LLM={name!r}); "
                            f"give the path of a .gguf file, e.g. GUIDES_LLM=gguf:/models/qwen.gguf.")
         return LlamaServerLLM(path, name=name, context_window=settings.llm_context_window,
-                              threads=settings.llm_threads, speculative=settings.llm_speculative, draft_path=draft)
+                              threads=settings.llm_threads, speculative=settings.llm_speculative, draft_path=draft,
+                              slots=slots)
     if name == "openai":
         if not settings.llm_model:
             raise LLMError("GUIDES_LLM=openai needs the model name: set GUIDES_LLM_MODEL (e.g. gpt-4o-mini, llama3.2).")

@@ -181,9 +181,10 @@ class Settings(BaseSettings):
         "llm_context_window - llm_max_answer_tokens is always a hard limit.",
     )
     answer_check: Literal["llm", "off"] = Field(
-        "llm", description="The answer check: 'llm' has the LLM read each sentence the span verifier accepts against "
-        "its cited passage and keeps it verified only when it says yes (answer/check.py); 'off' trusts the span "
-        "verifier alone. Needs an endpoint that returns log-probabilities.")
+        "off", description="The answer check: 'llm' has the LLM read each sentence the span verifier accepts against "
+        "its cited passage and keeps it verified only when it says yes (answer/check.py); 'off' (default: with the "
+        "bundled 1.5B it demoted more right answers than wrong ones on the dev set, answer/MEASUREMENTS.md) trusts "
+        "the span verifier alone. Needs an endpoint that returns log-probabilities.")
     answer_check_threshold: float = Field(
         0.65, ge=0.0, le=1.0, description="The answer check's P(yes) a sentence needs to stay verified "
         "(chosen on the labelled sentences of tune-part answers, answer/MEASUREMENTS.md).")

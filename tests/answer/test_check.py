@@ -63,19 +63,27 @@ def test_the_fake_check_reads_the_statement_against_the_passage():
     assert llm.yes_probability(check_messages("QLoRA uses a ternary base model.", PASSAGE)) < 1.0
 
 
+def test_the_check_is_off_by_default(settings, embedder, hits):
+    llm = FakeLLM({"merge": "At inference the LoRA update is merged into the weights, so there is no latency overhead."},
+                  checks={"Statement:": 0.1})
+    res = Answerer(settings, llm=llm, embedder=embedder).answer("Does LoRA merge into the weights at inference?", hits)
+    assert settings.answer_check == "off" and res.status == "verified" and not llm.check_calls and not res.checks
+
+
 def test_the_answerer_checks_after_writing_and_demotes_what_the_check_rejects(settings, embedder, hits):
+    on, settings = settings.model_copy(update={"answer_check": "llm"}), None
     script = {"merge": "At inference the LoRA update is merged into the weights, so there is no latency overhead."}
     q = "Does LoRA merge into the weights at inference?"
-    ok = Answerer(settings, llm=FakeLLM(script), embedder=embedder).answer(q, hits)
+    ok = Answerer(on, llm=FakeLLM(script), embedder=embedder).answer(q, hits)
     assert ok.status == "verified" and len(ok.checks) == 1 and "check" in ok.timings_ms
     no = FakeLLM(script, checks={"Statement:": 0.1})
-    evs = list(Answerer(settings, llm=no, embedder=embedder).stream(q, hits))
+    evs = list(Answerer(on, llm=no, embedder=embedder).stream(q, hits))
     assert isinstance(evs[-2], Checking) and evs[-2].sentences == 1
     res = evs[-1]
     assert res.status == "unverified" and not res.refused and res.answer == ok.answer
     assert res.to_json()["checks"] == [{"n": 1, "sentence": res.checks[0].sentence, "p_yes": 0.1}]
     off = FakeLLM(script, checks={"Statement:": 0.1})
-    res = Answerer(settings.model_copy(update={"answer_check": "off"}), llm=off, embedder=embedder).answer(
+    res = Answerer(on.model_copy(update={"answer_check": "off"}), llm=off, embedder=embedder).answer(
         q, hits)
     assert res.status == "verified" and not off.check_calls and "check" not in res.timings_ms
 
@@ -107,7 +115,7 @@ def test_the_bundled_model_rejects_wrong_sentences_and_keeps_right_ones():
     from core.llm import load_llm
 
     rows = {r["id"]: r for r in map(json.loads, LABELS.read_text().splitlines())}
-    llm = load_llm(Settings())
+    llm = load_llm(Settings(answer_check="llm"))
     try:
         check = AnswerCheck(llm, threshold=Settings().answer_check_threshold)
         p = {i: check.p_supported(rows[i]["sentence"], rows[i]["passage"])
@@ -117,3 +125,30 @@ def test_the_bundled_model_rejects_wrong_sentences_and_keeps_right_ones():
     assert rows["c-paged-32"]["label"] == rows["c-mlm-25"]["label"] == "wrong"
     assert p["c-paged-32"] < check.threshold and p["c-mlm-25"] < check.threshold, p
     assert p["c-paged-right"] >= check.threshold and p["c-lora-right"] >= check.threshold, p
+
+
+@pytest.mark.slow
+def test_the_check_runs_in_its_own_slot_and_leaves_the_answer_prompt_cached():
+    """llama.cpp with two slots: the answer's prompt (slot 0) is still cached after a check (slot 1)."""
+    from answer.prompt import SYSTEM_PROMPT
+    from core.llm import load_llm
+
+    llm = load_llm(Settings(answer_check="llm"))
+    assert llm.slots == 2 and load_llm(Settings()).slots == 1          # the second slot only with the check
+    try:
+        llm.start()
+        answer = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "Question: What is LoRA?"}]
+
+        def prefilled(messages, slot):
+            r = llm._http.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 1, "temperature": 0,
+                                                             "id_slot": slot}, timeout=120)
+            r.raise_for_status()
+            return r.json()["timings"]["prompt_n"]        # prompt tokens computed, not taken from the cache
+
+        first = prefilled(answer, 0)
+        assert prefilled(check_messages("LoRA trains low-rank matrices.", "LoRA trains two low-rank matrices."),
+                         CHECK_SLOT) > 10
+        again = prefilled(answer, 0)
+    finally:
+        llm.close()
+    assert first > 50 and again <= 2, (first, again)
