@@ -12,6 +12,8 @@ verified*, with the reason shown to the user.
 Measured on the hand-labelled sentences of ``tests/answer/fixtures/verifier_labels.jsonl`` (answers
 to tune-part questions) with the bundled 1.5B: wrong sentences the span verifier accepts fall from
 8 of 29 to 3, right ones kept 46 of 49 (answer/MEASUREMENTS.md, where the threshold was chosen).
+On whole dev-set answers it demoted more right answers than wrong ones and left verified precision
+unchanged, so it is off by default (``GUIDES_ANSWER_CHECK=llm`` turns it on).
 On the llama.cpp backend the check runs in its own server slot, so it does not evict the answering
 prompt's cache. Each check costs one prefill of the passage (~200 tokens, ~3.5 s on 2 cores):
 it runs after the answer has streamed, while the user reads it.
@@ -36,7 +38,6 @@ CHECK_SYSTEM = "You check statements against a passage. Reply with yes or no onl
 CHECK_TEMPLATE = ("Passage:\n{passage}\n\nStatement: {sentence}\n\nIs every claim of the statement (each name, "
                   "number, comparison and relation) stated in the passage? Answer yes or no.")
 CHECK_SLOT = 1          # llama.cpp: slot 0 answers, slot 1 checks
-MODES = ("llm", "off")
 
 
 @dataclass

@@ -71,7 +71,7 @@ def test_the_check_is_off_by_default(settings, embedder, hits):
 
 
 def test_the_answerer_checks_after_writing_and_demotes_what_the_check_rejects(settings, embedder, hits):
-    on, settings = settings.model_copy(update={"answer_check": "llm"}), None
+    on = settings.model_copy(update={"answer_check": "llm"})
     script = {"merge": "At inference the LoRA update is merged into the weights, so there is no latency overhead."}
     q = "Does LoRA merge into the weights at inference?"
     ok = Answerer(on, llm=FakeLLM(script), embedder=embedder).answer(q, hits)
