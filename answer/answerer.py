@@ -29,14 +29,18 @@ from typing import Iterator, Sequence
 
 from answer.check import AnswerCheck, CheckCall
 from answer.citations import Citation, attribute, short_answer_grounded, strip_echoed_headers
-from answer.evidence import Quote, score_sentences, select_sentences, span_lines
+from answer.evidence import Quote, best_evidence, quote_coverage, score_sentences, select_sentences, span_lines
 from core.llm import LLM
 from answer.prompt import (ANSWER_PREFILL, NOT_COVERED, Dropped, Passage, PromptTooLong, build_prompt,
                            check_injection, passage_has_injection)
 from answer.refusal import RefusalGate, model_declined, refusal_text
 from answer.rewrite import Rewrite
+from answer.verify import VERIFIED
 from core.settings import Settings
 from core.types import Hit
+
+# The answer's state when every sentence verifies but it states little of the best evidence (_flag_incomplete).
+INCOMPLETE = "incomplete"
 
 
 @dataclass
@@ -78,11 +82,13 @@ class AnswerResult:
     warnings: list[str] = field(default_factory=list)
     signals: dict = field(default_factory=dict)   # refusal-gate inputs (max_cosine, missing_entities, ...)
     timings_ms: dict = field(default_factory=dict)
-    status: str = "unverified"                    # verified | unverified | contradicted | too_short | refused
+    status: str = "unverified"                    # verified | incomplete | unverified | contradicted | too_short | refused
     first_quote: Evidence | None = None           # shown while the model wrote
     stopped_loop: bool = False                    # generation was cut because it repeated itself
     checks: list[CheckCall] = field(default_factory=list)    # the answer check's calls (answer.check)
     span_status: str | None = None                # the status the span verifier alone gave, before the check
+    coverage: float | None = None                 # share of the best evidence sentences' words the answer states
+    left_out: list[dict] = field(default_factory=list)   # best evidence sentences an INCOMPLETE answer leaves out
 
     @property
     def evidence(self) -> list[dict]:
@@ -122,6 +128,8 @@ class AnswerResult:
             "stopped_loop": self.stopped_loop,
             "checks": [c.to_json() for c in self.checks],
             "span_status": self.span_status,
+            "coverage": None if self.coverage is None else round(self.coverage, 3),
+            "left_out": self.left_out,
             "signals": self.signals,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }
@@ -225,10 +233,10 @@ class Answerer:
         if s.answer_context == "sentences":
             sel = select_sentences(asked, top, count_tokens=self.llm.count_tokens,
                                    budget_tokens=s.answer_context_tokens, embedder=self.embedder)
-            excerpts, best = sel.excerpts, sel.best
+            excerpts, best, lead = sel.excerpts, sel.best, sel.quotes
         else:
-            ranked = score_sentences(asked, top[:1], embedder=self.embedder)
-            best = ranked[0] if ranked else None
+            lead = score_sentences(asked, top[:1], embedder=self.embedder)
+            best = lead[0] if lead else None
         timings["select"] = (time.perf_counter() - t_sel) * 1000
         if best is not None:
             from answer.prompt import passage_header
@@ -318,9 +326,35 @@ class Answerer:
             timings["check"] = (time.perf_counter() - t_check) * 1000
         result.answer, result.citations, result.raw_answer = cited.text, cited.citations, raw
         result.status = cited.status
+        self._flag_incomplete(result, lead, prompt.passages, asked)
         timings["total"] = (time.perf_counter() - t0) * 1000
         result.timings_ms = timings
         yield result
+
+    def _flag_incomplete(self, result: AnswerResult, lead: Sequence[Quote], passages: Sequence[Passage],
+                         asked: str) -> None:
+        """Record how much of the best evidence sentences the answer states (``quote_coverage`` over
+        ``best_evidence(lead, answer_coverage_quotes)``); a verified answer below ``answer_min_coverage`` becomes
+        INCOMPLETE, with the evidence it leaves out in ``result.left_out``."""
+        s = self.settings
+        top = best_evidence(lead, s.answer_coverage_quotes)
+        if not top:
+            return
+        covs = quote_coverage(result.answer, top, asked)
+        result.coverage = sum(covs) / len(covs)
+        if result.status != VERIFIED or result.coverage >= s.answer_min_coverage:
+            return
+        result.status = INCOMPLETE
+        by_chunk = {p.chunk_id: p for p in passages}
+        for q, c in zip(top, covs):
+            p = by_chunk.get(q.hit.chunk_id)
+            if c < s.answer_min_coverage and p is not None:
+                result.left_out.append({"n": p.n, "chunk_id": p.chunk_id, "header": p.header,
+                                        "guide": q.hit.payload.get("guide"), "lines": list(q.lines),
+                                        "quote": q.text, "coverage": round(c, 3)})
+        result.warnings.append(
+            "each sentence is verified, but the answer may be incomplete: it states little of the guides' best "
+            "evidence for this question" + (" (shown under \"The guides also say\")" if result.left_out else ""))
 
     def answer(self, question: str, hits: Sequence[Hit], **kw) -> AnswerResult:
         """The AnswerResult without streaming."""

@@ -32,6 +32,7 @@ from core.types import Hit
 GAP = " … "
 CONTEXT_WEIGHT = 0.5      # a question word found only in a sentence's context lines, against one in the sentence
 RANK_BONUS = 0.1          # a sentence of the passage ranked r gets RANK_BONUS / (1 + r)
+NEAR_BEST = 0.8           # best_evidence: sentences scoring at least this share of the best one
 
 
 @dataclass
@@ -217,3 +218,29 @@ def select_sentences(question: str, hits: Sequence[Hit], *, count_tokens: Callab
         excerpts[h.chunk_id] = "".join(parts)
     quotes.sort(key=lambda c: -c.score)
     return Selection(excerpts=excerpts, quotes=quotes)
+
+
+def best_evidence(quotes: Sequence[Quote], k: int) -> list[Quote]:
+    """The best ``k`` of ``quotes`` (best first) that score at least NEAR_BEST of the best one: the sentences an
+    answer should state. A weak runner-up (another topic's sentence) is not evidence an answer must cover."""
+    if not quotes:
+        return []
+    floor = NEAR_BEST * quotes[0].score
+    return [q for q in quotes[:k] if q is quotes[0] or q.score >= floor]
+
+
+def quote_coverage(answer: str, quotes: Sequence[Quote], question: str) -> list[float]:
+    """For each quote, the share of its content words the answer states, words of the question left out
+    (they say what was asked, not what the guides answer). A quote with no other content word counts 1.0.
+
+    Low coverage of the best evidence sentences is the sign of an incomplete answer that per-sentence
+    verification cannot see: "TensorRT-LLM is CUDA-only [1]" is verified against "Cons: CUDA-only, complex
+    setup, vendor lock-in", yet it leaves out two of the three drawbacks (answer/MEASUREMENTS.md).
+    """
+    asked = set(content_stems(question))
+    stated = set(content_stems(answer))
+    out = []
+    for q in quotes:
+        words = set(content_stems(q.text)) - asked
+        out.append(len(words & stated) / len(words) if words else 1.0)
+    return out

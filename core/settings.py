@@ -188,6 +188,14 @@ class Settings(BaseSettings):
     answer_check_threshold: float = Field(
         0.65, ge=0.0, le=1.0, description="The answer check's P(yes) a sentence needs to stay verified "
         "(chosen on the labelled sentences of tune-part answers, answer/MEASUREMENTS.md).")
+    answer_min_coverage: float = Field(
+        0.45, ge=0.0, le=1.0, description="A verified answer is shown as 'incomplete', with the evidence it leaves "
+        "out under it, when it states less than this share of the content words of its best evidence sentences "
+        "(mean over answer.evidence.best_evidence; the question's own words left out). 0 turns the flag off. "
+        "Chosen on the tune part of the dev set, measured on the test part: answer/MEASUREMENTS.md.")
+    answer_coverage_quotes: int = Field(
+        3, ge=1, le=20, description="At most this many best evidence sentences (those scoring within "
+        "answer.evidence.NEAR_BEST of the best one) are what answer_min_coverage is measured over.")
     answer_header: Literal["section", "path"] = Field(
         "section", description="How each passage is titled in the prompt: 'path' (guide › section › subsection) or "
         "'section' (the innermost heading only: a shorter prompt, so an earlier first token).")

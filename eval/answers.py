@@ -84,6 +84,7 @@ def answer_record(pipe, item: GoldenItem, relevant: set[str], by_id: dict, lat: 
         "used_relevant": any(h.chunk_id in relevant for h in used),
         "status": a.status,
         "span_status": a.span_status,
+        "coverage": a.coverage,
         "checks": [c.to_json() for c in a.checks],
         **judge_answer(item, a.answer, a.refused, seen, cites, a.status),
         "timings_ms": {k: round(v, 1) for k, v in res.timings_ms.items()},
@@ -100,12 +101,15 @@ def deterministic_summary(records: list[dict]) -> dict:
     una = [r for r in records if r["kind"] == "unanswerable" and "answer" in r]
     cites = [c for r in ans for c in r["citations"]]
     verified = [r for r in ans + una if r.get("fully_verified")]
+    incomplete = [r for r in ans + una if r.get("status") == "incomplete"]
     out = {
         "answered_questions": len(ans) + len(una),
         "correctness": _mean([float(r["correct"]) for r in ans]),
         "correct_answers": sum(bool(r["correct"]) for r in ans),
         "verified_answers": len(verified),
         "verified_precision": _mean([float(r["correct"]) for r in verified]),
+        "incomplete_answers": len(incomplete),
+        "incomplete_correct": sum(bool(r["correct"]) for r in incomplete),
         "refused_unanswerable": sum(bool(r["refused"]) for r in una),
         "false_refusals": sum(bool(r["refused"]) for r in ans),
         "keyword_all_share": _mean([float(r["all_keywords"]) for r in ans]),

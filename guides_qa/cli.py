@@ -152,6 +152,11 @@ def _stream_answer(pipe, turns: list[str]) -> int:
             print(f"[{e['n']}] {STATUS_MARK.get(e['status'], e['status'])}" + (f" ({'; '.join(why)})" if why else "")
                   + f" {e['header']} ({e['guide']}, lines {e['lines'][0]}-{e['lines'][1]})")
             print(f"  > {' '.join(e['quote'].split())}")
+    if a.left_out:
+        print("\nThe guides also say (the answer may leave this out):")
+        for e in a.left_out:
+            print(f"[{e['n']}] {e['header']} ({e['guide']}, lines {e['lines'][0]}-{e['lines'][1]})")
+            print(f"  > {' '.join(e['quote'].split())}")
     if a.citations or a.passages:
         print("\nSources:")
         cited = {c.n: c for c in a.citations}

@@ -88,6 +88,8 @@ class AskResult:
             "rewritten_query": a.rewritten_query,
             "status": a.status,
             "evidence": a.evidence,
+            "coverage": a.coverage,
+            "left_out": a.left_out,
             "raw_answer": a.raw_answer,
             "warnings": a.warnings,
             "contexts": [h.to_json() for h in self.hits],

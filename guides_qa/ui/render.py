@@ -129,14 +129,19 @@ def status_caption(status: str, reasons: list[str]) -> str:
 
 
 def render_evidence(turn: TurnView) -> None:
-    """Under the answer, without a click: the guides' sentences that each cited sentence aligned with."""
-    if not turn.evidence:
-        return
-    st.markdown("**From the guides**")
+    """Under the answer, without a click: the guides' sentences that each cited sentence aligned with, then
+    the best evidence an incomplete answer leaves out."""
+    if turn.evidence:
+        st.markdown("**From the guides**")
     for e in turn.evidence:
         st.markdown("> " + escape_md(" ".join(e["quote"].split())))
         st.caption(f"[{e['n']}] {escape_md(e['header'])} · `{e['guide']}` lines {e['lines'][0]}–{e['lines'][1]} · "
                    + status_caption(e["status"], e.get("reasons", [])))
+    if turn.left_out:
+        st.markdown("**The guides also say** :gray[(the answer may leave this out)]")
+    for e in turn.left_out:
+        st.markdown("> " + escape_md(" ".join(e["quote"].split())))
+        st.caption(f"[{e['n']}] {escape_md(e['header'])} · `{e['guide']}` lines {e['lines'][0]}–{e['lines'][1]}")
 
 
 def render_quote(ph, ev) -> None:

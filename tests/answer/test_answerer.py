@@ -214,3 +214,39 @@ def test_no_prefill_for_backends_that_do_not_continue_it(settings, embedder, hit
     llm = FakeLLM()
     Answerer(settings, llm=llm, embedder=embedder).answer("Does LoRA merge into the weights at inference?", hits)
     assert llm.calls[-1]["messages"][-1]["role"] == "user"
+
+
+# --------------------------------------------------------------------------- incomplete answers
+MERGE_Q = "Does LoRA merge into the weights at inference?"
+
+
+def test_a_verified_answer_that_leaves_out_most_of_the_best_evidence_is_incomplete(settings, embedder, hits):
+    """Each sentence verifies, yet the best evidence sentence's other half (frozen weights, low-rank matrices) is
+    missing: the answer is shown 'incomplete', with that sentence under it and a warning that says why."""
+    llm = FakeLLM({"merge": "At inference the LoRA update is merged into the weights [1]."})
+    res = Answerer(settings, llm=llm, embedder=embedder).answer(MERGE_Q, hits)
+    assert res.span_status == "verified" and all(c.verified for c in res.citations)
+    assert res.status == "incomplete" and res.coverage < settings.answer_min_coverage
+    (left,) = res.left_out
+    assert left["n"] == 1 and left["chunk_id"] == "lora" and "low-rank matrices" in left["quote"]
+    assert left["lines"] == [10, 10] and left["header"] and left["coverage"] < settings.answer_min_coverage
+    assert any("may be incomplete" in w for w in res.warnings)
+    assert res.to_json()["left_out"] == res.left_out and res.to_json()["status"] == "incomplete"
+
+
+def test_an_answer_that_states_the_best_evidence_stays_verified(settings, embedder, hits):
+    llm = FakeLLM({"merge": "LoRA freezes the pretrained weights and trains two low-rank matrices, and at inference "
+                            "the update is merged into the weights, so there is no latency overhead [1]."})
+    res = Answerer(settings, llm=llm, embedder=embedder).answer(MERGE_Q, hits)
+    assert res.status == "verified" and res.coverage >= settings.answer_min_coverage and not res.left_out
+    assert not any("incomplete" in w for w in res.warnings)
+
+
+def test_the_flag_is_off_at_zero_and_never_touches_an_unverified_answer(settings, embedder, hits):
+    terse = {"merge": "At inference the LoRA update is merged into the weights [1]."}
+    off = settings.model_copy(update={"answer_min_coverage": 0.0})
+    res = Answerer(off, llm=FakeLLM(terse), embedder=embedder).answer(MERGE_Q, hits)
+    assert res.status == "verified" and res.coverage is not None and not res.left_out     # still recorded
+    wrong = {"merge": "At inference the LoRA update is merged into the weights, so there is a 40% latency overhead [1]."}
+    res = Answerer(settings, llm=FakeLLM(wrong), embedder=embedder).answer(MERGE_Q, hits)
+    assert res.status in ("unverified", "contradicted") and not res.left_out

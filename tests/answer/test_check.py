@@ -64,7 +64,8 @@ def test_the_fake_check_reads_the_statement_against_the_passage():
 
 
 def test_the_check_is_off_by_default(settings, embedder, hits):
-    llm = FakeLLM({"merge": "At inference the LoRA update is merged into the weights, so there is no latency overhead."},
+    llm = FakeLLM({"merge": ("LoRA freezes the pretrained weights and trains two low-rank matrices, and at inference the update is "
+                          "merged into the weights, so there is no latency overhead.")},
                   checks={"Statement:": 0.1})
     res = Answerer(settings, llm=llm, embedder=embedder).answer("Does LoRA merge into the weights at inference?", hits)
     assert settings.answer_check == "off" and res.status == "verified" and not llm.check_calls and not res.checks
@@ -72,7 +73,8 @@ def test_the_check_is_off_by_default(settings, embedder, hits):
 
 def test_the_answerer_checks_after_writing_and_demotes_what_the_check_rejects(settings, embedder, hits):
     on = settings.model_copy(update={"answer_check": "llm"})
-    script = {"merge": "At inference the LoRA update is merged into the weights, so there is no latency overhead."}
+    script = {"merge": ("LoRA freezes the pretrained weights and trains two low-rank matrices, and at inference the update is "
+                          "merged into the weights, so there is no latency overhead.")}
     q = "Does LoRA merge into the weights at inference?"
     ok = Answerer(on, llm=FakeLLM(script), embedder=embedder).answer(q, hits)
     assert ok.status == "verified" and len(ok.checks) == 1 and "check" in ok.timings_ms

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from answer.answerer import Answerer, Evidence, find_loop
-from answer.evidence import context_spans, score_sentences, select_sentences, span_lines
+from answer.evidence import (NEAR_BEST, Quote, best_evidence, context_spans, quote_coverage, score_sentences,
+                             select_sentences, span_lines)
 from core.llm import FakeLLM
 
 
@@ -117,3 +120,26 @@ def test_a_short_answer_from_nowhere_is_refused(settings, embedder, hits):
     res = Answerer(settings, llm=FakeLLM({"quantized": "Zebras [1]."}), embedder=embedder).answer(
         "What is the base model quantized to in QLoRA?", hits)
     assert res.refused and res.status == "refused"
+
+
+# --------------------------------------------------------------------------- completeness: coverage of the best evidence
+def _quote(make_hit, text: str, score: float) -> Quote:
+    return Quote(hit=make_hit(text, chunk_id=f"q{score}"), start=0, end=len(text), score=score)
+
+
+def test_coverage_counts_the_evidence_words_the_answer_states_not_the_question_words(make_hit):
+    q = _quote(make_hit, "Cons: CUDA-only, complex setup, vendor lock-in.", 1.0)
+    question = "What are the cons of TensorRT-LLM?"
+    (part,) = quote_coverage("TensorRT-LLM is CUDA-only [1].", [q], question)
+    (full,) = quote_coverage("It is CUDA-only, has a complex setup and vendor lock-in [1].", [q], question)
+    assert part == pytest.approx(2 / 6) and full == 1.0          # cuda, only of cuda, only, complex, setup, vendor, lock
+    only_question = _quote(make_hit, "TensorRT-LLM cons.", 0.5)
+    assert quote_coverage("Nothing relevant.", [only_question], question) == [1.0]   # nothing left to state
+
+
+def test_best_evidence_keeps_near_ties_of_the_best_sentence_only(make_hit):
+    qs = [_quote(make_hit, f"Sentence {i}.", s) for i, s in enumerate([1.0, NEAR_BEST, NEAR_BEST - 0.01, 0.9])]
+    assert best_evidence(qs, 3) == qs[:2]                  # the third is below the floor; k caps before the fourth
+    assert best_evidence(qs, 1) == qs[:1] and best_evidence([], 3) == []
+    weak = [_quote(make_hit, "Only one.", 0.0)]
+    assert best_evidence(weak, 3) == weak                  # the best sentence always counts

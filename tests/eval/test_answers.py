@@ -53,8 +53,9 @@ def test_refusals_and_unanswerable_questions():
     assert not wrong["correct"] and wrong["fully_verified"]
 
 
-def _rec(qid, kind, correct, refused=False, verified=False):
+def _rec(qid, kind, correct, refused=False, verified=False, status=None):
     return {"id": qid, "kind": kind, "answer": "x", "refused": refused, "correct": correct, "fully_verified": verified,
+            "status": status or ("verified" if verified else "unverified"),
             "citations": [], "keyword_recall": 0.0, "all_keywords": False, "missing_facts": [],
             "unsupported_numbers": []}
 
@@ -72,6 +73,15 @@ def test_summary_counts_correctness_verified_precision_and_refusals():
     assert s["refused_unanswerable"] == 1 and s["refusal_accuracy_unanswerable"] == 0.5
     assert s["false_refusals"] == 1 and s["false_refusal_rate_answerable"] == 0.25
     assert math.isnan(deterministic_summary([_rec("a", "answerable", True)])["verified_precision"])
+
+
+def test_summary_counts_incomplete_answers_apart_from_verified_ones():
+    recs = [_rec("a1", "answerable", True, verified=True),
+            _rec("a2", "answerable", False, status="incomplete"),
+            _rec("a3", "answerable", True, status="incomplete")]
+    s = deterministic_summary(recs)
+    assert s["verified_answers"] == 1 and s["verified_precision"] == 1.0
+    assert s["incomplete_answers"] == 2 and s["incomplete_correct"] == 1
 
 
 def test_wins_and_losses_against_hybrid():

@@ -226,3 +226,19 @@ def test_the_evidence_is_shown_under_the_answer_without_a_click(app_env, new_app
     caption = next(c.value for c in msg.caption if c.value.startswith(f"[{ev['n']}] "))
     assert f"lines {ev['lines'][0]}–{ev['lines'][1]}" in caption and ev["guide"] in caption
     assert "verified" in caption
+
+
+def test_an_incomplete_answer_shows_what_the_guides_also_say(app_env, new_app):
+    """A verified answer that states little of its best evidence: the evidence it leaves out is under it, with
+    its place in the guides, and a warning says the answer may be incomplete."""
+    at = ask(new_app().run(), "Why does asking a model to reason step by step actually improve its answers?")
+    msg = assistant(at)
+    turn = at.session_state["history"][-1]
+    assert turn.status == "incomplete" and turn.left_out
+    top = [m.value for m in msg.markdown]
+    assert any(v.startswith("**The guides also say**") for v in top)
+    e = turn.left_out[0]
+    assert any(v.startswith("> ") and " ".join(e["quote"].split())[:30] in v.replace("\\", "") for v in top)
+    assert any(c.value.startswith(f"[{e['n']}] ") and f"lines {e['lines'][0]}–{e['lines'][1]}" in c.value
+               for c in msg.caption)
+    assert any("may be incomplete" in c.value for c in msg.caption)
