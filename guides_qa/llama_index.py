@@ -192,6 +192,7 @@ class GuidesQueryEngine(CustomQueryEngine):
             n.node.excluded_llm_metadata_keys.append("n")
             nodes.append(n)
         meta = {"citations": [c.to_json() for c in a.citations], "refused": a.refused,
-                "refusal_reason": a.refusal_reason, "status": a.status, "search_query": res.search_query,
+                "refusal_reason": a.refusal_reason, "status": a.status, "left_out": a.left_out,
+                "search_query": res.search_query,
                 "timings_ms": dict(res.timings_ms)}
         return Response(response=a.answer, source_nodes=nodes, metadata=meta)
