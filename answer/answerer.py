@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 
 from answer.check import AnswerCheck, CheckCall
 from answer.citations import Citation, attribute, short_answer_grounded, strip_echoed_headers
-from answer.evidence import Quote, best_evidence, quote_coverage, score_sentences, select_sentences, span_lines
+from answer.evidence import Quote, best_evidence, is_statement, quote_coverage, score_sentences, select_sentences, span_lines
 from core.llm import LLM
 from answer.prompt import (ANSWER_PREFILL, NOT_COVERED, Dropped, Passage, PromptTooLong, build_prompt,
                            check_injection, passage_has_injection)
@@ -41,6 +41,16 @@ from core.types import Hit
 
 # The answer's state when every sentence verifies but it states little of the best evidence (_flag_incomplete).
 INCOMPLETE = "incomplete"
+
+# What each answer state (AnswerResult.status) tells the reader, shown under the answer by the app and `guides ask`.
+ANSWER_STATES = {
+    "verified": "verified: every sentence is stated by the passage it cites",
+    INCOMPLETE: "may be incomplete: every sentence is verified, but the answer states little of the guides' best "
+                "evidence for the question (see \"The guides also say\")",
+    "unverified": "not verified: a sentence is not stated by the passage it cites (see the evidence)",
+    "contradicted": "contradicted: a cited passage says otherwise (see the evidence)",
+    "too_short": "too short to check: compare it with the passage",
+}
 
 
 @dataclass
@@ -238,6 +248,7 @@ class Answerer:
             lead = score_sentences(asked, top[:1], embedder=self.embedder)
             best = lead[0] if lead else None
         timings["select"] = (time.perf_counter() - t_sel) * 1000
+        best = next((q for q in lead if is_statement(q.text)), best)     # shown first: a statement, not a heading
         if best is not None:
             from answer.prompt import passage_header
 
@@ -352,9 +363,6 @@ class Answerer:
                 result.left_out.append({"n": p.n, "chunk_id": p.chunk_id, "header": p.header,
                                         "guide": q.hit.payload.get("guide"), "lines": list(q.lines),
                                         "quote": q.text, "coverage": round(c, 3)})
-        result.warnings.append(
-            "each sentence is verified, but the answer may be incomplete: it states little of the guides' best "
-            "evidence for this question" + (" (shown under \"The guides also say\")" if result.left_out else ""))
 
     def answer(self, question: str, hits: Sequence[Hit], **kw) -> AnswerResult:
         """The AnswerResult without streaming."""

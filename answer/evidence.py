@@ -220,9 +220,22 @@ def select_sentences(question: str, hits: Sequence[Hit], *, count_tokens: Callab
     return Selection(excerpts=excerpts, quotes=quotes)
 
 
+_MARKUP = re.compile(r"[*_#>`|•\-\s]+")
+
+
+def is_statement(text: str) -> bool:
+    """False for a line that asks or introduces rather than states: a question heading ("**Q22: What are the
+    trade-offs ...?**") or a label ("- **TensorRT-LLM (NVIDIA):**"). They match a question's words best, yet
+    answer nothing."""
+    t = _MARKUP.sub(" ", text).strip()
+    return bool(t) and not t.endswith(("?", ":"))
+
+
 def best_evidence(quotes: Sequence[Quote], k: int) -> list[Quote]:
-    """The best ``k`` of ``quotes`` (best first) that score at least NEAR_BEST of the best one: the sentences an
-    answer should state. A weak runner-up (another topic's sentence) is not evidence an answer must cover."""
+    """The sentences an answer should state: of ``quotes`` (best first) that are statements (``is_statement``;
+    all of them if none is), the best ``k`` that score at least NEAR_BEST of the best one. A weak runner-up
+    (another topic's sentence) is not evidence an answer must cover."""
+    quotes = [q for q in quotes if is_statement(q.text)] or list(quotes)
     if not quotes:
         return []
     floor = NEAR_BEST * quotes[0].score

@@ -120,7 +120,7 @@ def _print_hits(hits) -> None:
 
 
 def _stream_answer(pipe, turns: list[str]) -> int:
-    from answer.answerer import Checking, Evidence, Token
+    from answer.answerer import ANSWER_STATES, Checking, Evidence, Token
 
     result = None
     streamed = []
@@ -143,6 +143,8 @@ def _stream_answer(pipe, turns: list[str]) -> int:
     elif a.refused and a.answer.strip() != "".join(streamed).strip():
         # The model's draft streamed, then failed the checks: say so, as the app does by replacing it.
         print(f"\nThe draft above is withdrawn ({a.refusal_reason}).\n{a.answer}")
+    if not a.refused and a.status in ANSWER_STATES:
+        print(f"\nAnswer {ANSWER_STATES[a.status]}")
     for w in a.warnings:
         print(f"note: {w}")
     if a.evidence:

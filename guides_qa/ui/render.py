@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from answer.answerer import ANSWER_STATES
 from guides_qa.feedback import FeedbackEntry, FeedbackStore
 from guides_qa.ui.view import (CitationView, IndexStatus, TurnView, answer_markdown, error_turn, escape_md, fmt_ms,
                                latency_line, loading_message, new_turn_id, passage_html, queue_message, shorten,
@@ -90,6 +91,9 @@ def render_turn_body(turn: TurnView, *, feedback: FeedbackUI | None) -> None:
             st.caption(f"Why: {escape_md(turn.refusal_reason)}")
     else:
         st.markdown(answer_markdown(turn.answer))
+        if turn.status in ANSWER_STATES:
+            icon = STATUS_LABEL.get(turn.status, (":material/rule:",))[0]
+            st.caption(f"{icon} Answer {escape_md(ANSWER_STATES[turn.status])}")
         render_evidence(turn)
     for w in turn.warnings:
         st.caption(f":material/warning: {escape_md(w)}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from answer.answerer import Answerer, Evidence, find_loop
-from answer.evidence import (NEAR_BEST, Quote, best_evidence, context_spans, quote_coverage, score_sentences,
+from answer.evidence import (NEAR_BEST, Quote, best_evidence, context_spans, is_statement, quote_coverage,
+                             score_sentences,
                              select_sentences, span_lines)
 from core.llm import FakeLLM
 
@@ -143,3 +144,21 @@ def test_best_evidence_keeps_near_ties_of_the_best_sentence_only(make_hit):
     assert best_evidence(qs, 1) == qs[:1] and best_evidence([], 3) == []
     weak = [_quote(make_hit, "Only one.", 0.0)]
     assert best_evidence(weak, 3) == weak                  # the best sentence always counts
+
+
+def test_headings_and_labels_are_not_evidence_an_answer_must_state(make_hit):
+    assert not is_statement("**Q22: What are the trade-offs between serving frameworks (vLLM, TensorRT-LLM)?**")
+    assert not is_statement("- **TensorRT-LLM (NVIDIA):**") and not is_statement("**")
+    assert is_statement("- **Cons:** CUDA-only, complex setup, vendor lock-in.")
+    head = _quote(make_hit, "**Q22: What are the drawbacks of TensorRT-LLM?**", 1.0)
+    cons = _quote(make_hit, "- **Cons:** CUDA-only, complex setup, vendor lock-in.", 0.7)
+    assert best_evidence([head, cons], 3) == [cons]                 # the heading matched the question best
+    assert best_evidence([head], 3) == [head]                      # nothing but headings: keep what there is
+
+
+def test_the_quote_shown_while_the_model_writes_is_a_statement(settings, embedder, make_hit):
+    hits = [make_hit("**Q22: What are the drawbacks of TensorRT-LLM?**\n\n- **Cons:** CUDA-only, complex setup, "
+                     "vendor lock-in.", chunk_id="trt")]
+    events = list(Answerer(settings, llm=FakeLLM(), embedder=embedder).stream("What are the drawbacks of TensorRT-LLM?", hits))
+    (ev,) = [e for e in events if isinstance(e, Evidence)]
+    assert ev.quote.text.startswith("- **Cons:**"), ev.quote.text

@@ -226,6 +226,7 @@ def test_the_evidence_is_shown_under_the_answer_without_a_click(app_env, new_app
     caption = next(c.value for c in msg.caption if c.value.startswith(f"[{ev['n']}] "))
     assert f"lines {ev['lines'][0]}–{ev['lines'][1]}" in caption and ev["guide"] in caption
     assert "verified" in caption
+    assert turn.status == "verified" and any("Answer verified" in c.value and "every sentence" in c.value for c in msg.caption)
 
 
 def test_an_incomplete_answer_shows_what_the_guides_also_say(app_env, new_app):

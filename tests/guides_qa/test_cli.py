@@ -72,13 +72,14 @@ def test_ask_streams_the_answer_then_numbered_sources(env, capsys):
     sources = [l for l in rest.splitlines() if l.startswith("[")]
     assert sources and sources[0].startswith("[1] ") and "lines " in sources[0]
     assert any("✓ verified" in l for l in sources), out          # the fake model echoes passage [1]
+    assert "\nAnswer " in answer                                # the answer's own state, under it
     assert "timings (ms): " in rest and "first_token" in rest
 
 
 def test_an_incomplete_answer_is_said_and_the_evidence_it_leaves_out_is_printed(env, capsys):
     """The fake model echoes passage [1]'s first sentence, which verifies but states little of the best evidence."""
     out = _ingest_and_ask(capsys, "Why does asking a model to reason step by step actually improve its answers?")
-    assert "note: each sentence is verified, but the answer may be incomplete" in out, out
+    assert "\nAnswer may be incomplete: every sentence is verified" in out, out
     left = out.split("\nThe guides also say (the answer may leave this out):\n", 1)[1].split("\nSources:", 1)[0]
     head, quote = left.splitlines()[:2]
     assert head.startswith("[") and "lines " in head and quote.startswith("  > ") and len(quote) > 20
