@@ -255,8 +255,9 @@ def attribute(answer: str, passages: Sequence[Passage], *, threshold: float = SU
     """Keep valid markers, drop invalid ones, attach the best passage where needed, verify every citation.
 
     A sentence whose model-written markers are all unsupported also gets the best passage if that one
-    is supported. ``min_attach``: an unmarked sentence whose best passage scores below this gets no
-    citation (it is listed in ``uncited_sentences``). A sentence too short to check keeps the markers the
+    is supported; one whose model-written markers do not verify it (a term differs) also gets the best
+    passage that does verify it, so a right sentence cited to the wrong passage is not "contradicted".
+    ``min_attach``: an unmarked sentence whose best passage scores below this gets no citation (it is listed in ``uncited_sentences``). A sentence too short to check keeps the markers the
     model wrote, with the state "too short to check". ``skip``: sentences never cited. ``question``: words a
     sentence repeats from it count as "about the passages" for the refusal rule (not for verification).
     """
@@ -291,6 +292,10 @@ def attribute(answer: str, passages: Sequence[Passage], *, threshold: float = SU
         if not model_ok and best_i is not None and scored[best_i][0] >= min_attach \
                 and passages[best_i].n not in valid and (not valid or scored[best_i][0] >= threshold):
             chosen.append((passages[best_i].n, "attributed"))   # no marker, or the model's marker is unsupported
+        elif valid and not any(scored[by_n[n]][1].status == VERIFIED for n in valid):
+            stating = [i for i, (_, al) in enumerate(scored) if al.status == VERIFIED and passages[i].n not in valid]
+            if stating:         # the model's passage does not state it (or names other terms), another one does
+                chosen.append((passages[max(stating, key=lambda i: (scored[i][0], -i))].n, "attributed"))
         if not chosen:
             uncited.append(bare)
         for n, source in chosen:

@@ -62,6 +62,21 @@ def test_model_marker_kept_but_unverified_when_passage_does_not_support(passages
     assert out.text.endswith("symbols [4][3].")
 
 
+def test_a_right_sentence_cited_to_a_passage_that_names_other_terms_also_gets_the_passage_that_states_it(make_hit):
+    """Measured on tune (n057): "4-bit ... NF4 [3]" cited to a passage about 32-bit and 8-bit was "contradicted"
+    though passage [1] states it."""
+    int8 = make_hit("In the quantization table, the INT8 row quantizes the frozen base model weights to 8-bit integers.",
+                    chunk_id="int8", rank=1)
+    qlora = make_hit("QLoRA quantizes the frozen base model weights to 4-bit NF4 and trains LoRA adapters on top.",
+                     chunk_id="qlora", rank=2)
+    out = attribute("QLoRA quantizes the frozen base model weights to 4-bit NF4 [1].", arrange([int8, qlora], "rank"))
+    assert out.text.endswith("NF4 [1][2].") and out.status == "verified"
+    (cited, _), (stating, _) = [(c.supports[0], c) for c in out.citations]
+    assert cited.source == "model" and cited.status == "contradicted"           # the model's passage, and why
+    assert "the passage says INT8 / 8-bit, not NF4" in cited.reasons
+    assert stating.source == "attributed" and stating.status == "verified"
+
+
 def test_unsupported_model_marker_alone_stays_unverified(passages):
     out = attribute("The 48GB GPU was invented by a hardware startup in Finland [2].", passages)
     (c,) = out.citations
