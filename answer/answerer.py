@@ -29,13 +29,14 @@ from typing import Iterator, Sequence
 
 from answer.check import AnswerCheck, CheckCall
 from answer.citations import Citation, attribute, short_answer_grounded, strip_echoed_headers
-from answer.evidence import Quote, best_evidence, is_statement, quote_coverage, score_sentences, select_sentences, span_lines
+from answer.evidence import (Quote, best_evidence, is_statement, quote_coverage, score_sentences, select_sentences,
+                             span_lines)
 from core.llm import LLM
 from answer.prompt import (ANSWER_PREFILL, NOT_COVERED, Dropped, Passage, PromptTooLong, build_prompt,
                            check_injection, passage_has_injection)
 from answer.refusal import RefusalGate, model_declined, refusal_text
 from answer.rewrite import Rewrite
-from answer.verify import VERIFIED
+from answer.verify import CONTRADICTED, TOO_SHORT, UNVERIFIED, VERIFIED
 from core.settings import Settings
 from core.types import Hit
 
@@ -44,12 +45,12 @@ INCOMPLETE = "incomplete"
 
 # What each answer state (AnswerResult.status) tells the reader, shown under the answer by the app and `guides ask`.
 ANSWER_STATES = {
-    "verified": "verified: every sentence is stated by the passage it cites",
+    VERIFIED: "verified: every sentence is stated by the passage it cites",
     INCOMPLETE: "may be incomplete: every sentence is verified, but the answer states little of the guides' best "
                 "evidence for the question (see \"The guides also say\")",
-    "unverified": "not verified: a sentence is not stated by the passage it cites (see the evidence)",
-    "contradicted": "contradicted: a cited passage says otherwise (see the evidence)",
-    "too_short": "too short to check: compare it with the passage",
+    UNVERIFIED: "not verified: a sentence is not stated by the passage it cites (see the evidence)",
+    CONTRADICTED: "contradicted: a cited passage says otherwise (see the evidence)",
+    TOO_SHORT: "too short to check: compare it with the passage",
 }
 
 
