@@ -54,6 +54,13 @@ ANSWER_STATES = {
 }
 
 
+def quote_entry(p: Passage, start: int, end: int) -> dict:
+    """A quote of passage ``p`` (its text[start:end]) as the app and the CLI show it under an answer: [n], guide ›
+    section, guide file and line range."""
+    return {"n": p.n, "chunk_id": p.chunk_id, "header": p.header, "guide": p.hit.payload.get("guide"),
+            "lines": list(span_lines(p.hit, start, end)), "quote": p.hit.text[start:end].strip()}
+
+
 @dataclass
 class Token:
     """A piece of the model's reply as it streams."""
@@ -113,9 +120,7 @@ class AnswerResult:
                 if p is None or not sup.span or (c.n, sup.span_start) in seen:
                     continue
                 seen.add((c.n, sup.span_start))
-                out.append({"n": c.n, "chunk_id": c.chunk_id, "header": p.header, "guide": p.hit.payload.get("guide"),
-                            "lines": list(span_lines(p.hit, sup.span_start, sup.span_end)), "quote": sup.span.strip(),
-                            "status": sup.status, "reasons": sup.reasons})
+                out.append({**quote_entry(p, sup.span_start, sup.span_end), "status": sup.status, "reasons": sup.reasons})
         return out
 
     def to_json(self) -> dict:
@@ -361,9 +366,7 @@ class Answerer:
         for q, c in zip(top, covs):
             p = by_chunk.get(q.hit.chunk_id)
             if c < s.answer_min_coverage and p is not None:
-                result.left_out.append({"n": p.n, "chunk_id": p.chunk_id, "header": p.header,
-                                        "guide": q.hit.payload.get("guide"), "lines": list(q.lines),
-                                        "quote": q.text, "coverage": round(c, 3)})
+                result.left_out.append({**quote_entry(p, q.start, q.end), "coverage": round(c, 3)})
 
     def answer(self, question: str, hits: Sequence[Hit], **kw) -> AnswerResult:
         """The AnswerResult without streaming."""

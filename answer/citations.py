@@ -257,8 +257,9 @@ def attribute(answer: str, passages: Sequence[Passage], *, threshold: float = SU
     A sentence whose model-written markers are all unsupported also gets the best passage if that one
     is supported; one whose model-written markers do not verify it (a term differs) also gets the best
     passage that does verify it, so a right sentence cited to the wrong passage is not "contradicted".
-    ``min_attach``: an unmarked sentence whose best passage scores below this gets no citation (it is listed in ``uncited_sentences``). A sentence too short to check keeps the markers the
-    model wrote, with the state "too short to check". ``skip``: sentences never cited. ``question``: words a
+    ``min_attach``: an unmarked sentence whose best passage scores below this gets no citation (it is listed
+    in ``uncited_sentences``). A sentence too short to check keeps the markers the model wrote, with the state
+    "too short to check". ``skip``: sentences never cited. ``question``: words a
     sentence repeats from it count as "about the passages" for the refusal rule (not for verification).
     """
     q_stems = set(content_stems(question))

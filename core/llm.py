@@ -265,8 +265,9 @@ class FakeLLM:
     (checked in insertion order). Without a match the reply follows ``rule``:
     ``"echo"`` repeats the first sentence of passage [1] followed by "[1]"; ``"refuse"`` says the
     guides do not cover it; ``"offtopic"`` states something no passage of the guides says (a model
-    answering from its own memory). ``checks`` scripts ``yes_probability`` the same way. Every call is recorded in ``calls`` (checks in ``check_calls``). Tokens are whitespace-separated
-    words, so ``count_tokens`` is exact for the fake. With ``supports_prefill=True`` a trailing
+    answering from its own memory). ``checks`` scripts ``yes_probability`` the same way. Every call is
+    recorded in ``calls`` (checks in ``check_calls``). Tokens are whitespace-separated words, so
+    ``count_tokens`` is exact for the fake. With ``supports_prefill=True`` a trailing
     assistant message is continued, like llama.cpp does.
     """
 

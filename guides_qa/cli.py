@@ -119,6 +119,12 @@ def _print_hits(hits) -> None:
         print(f"    {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
 
 
+def _print_quote_entry(e: dict, mark: str = "") -> None:
+    """One answer.answerer.quote_entry: [n] ``mark`` guide › section (file, lines a-b), then the quote."""
+    print(f"[{e['n']}] {mark}{e['header']} ({e['guide']}, lines {e['lines'][0]}-{e['lines'][1]})")
+    print(f"  > {' '.join(e['quote'].split())}")
+
+
 def _stream_answer(pipe, turns: list[str]) -> int:
     from answer.answerer import ANSWER_STATES, Checking, Evidence, Token
 
@@ -151,14 +157,12 @@ def _stream_answer(pipe, turns: list[str]) -> int:
         print("\nEvidence:")
         for e in a.evidence:
             why = [r for r in e["reasons"] if r != "too short to check"]
-            print(f"[{e['n']}] {STATUS_MARK.get(e['status'], e['status'])}" + (f" ({'; '.join(why)})" if why else "")
-                  + f" {e['header']} ({e['guide']}, lines {e['lines'][0]}-{e['lines'][1]})")
-            print(f"  > {' '.join(e['quote'].split())}")
+            _print_quote_entry(e, f"{STATUS_MARK.get(e['status'], e['status'])}"
+                                  + (f" ({'; '.join(why)})" if why else "") + " ")
     if a.left_out:
         print("\nThe guides also say (the answer may leave this out):")
         for e in a.left_out:
-            print(f"[{e['n']}] {e['header']} ({e['guide']}, lines {e['lines'][0]}-{e['lines'][1]})")
-            print(f"  > {' '.join(e['quote'].split())}")
+            _print_quote_entry(e)
     if a.citations or a.passages:
         print("\nSources:")
         cited = {c.n: c for c in a.citations}

@@ -138,14 +138,17 @@ def render_evidence(turn: TurnView) -> None:
     if turn.evidence:
         st.markdown("**From the guides**")
     for e in turn.evidence:
-        st.markdown("> " + escape_md(" ".join(e["quote"].split())))
-        st.caption(f"[{e['n']}] {escape_md(e['header'])} · `{e['guide']}` lines {e['lines'][0]}–{e['lines'][1]} · "
-                   + status_caption(e["status"], e.get("reasons", [])))
+        _render_quote_entry(e, " · " + status_caption(e["status"], e.get("reasons", [])))
     if turn.left_out:
         st.markdown("**The guides also say** :gray[(the answer may leave this out)]")
     for e in turn.left_out:
-        st.markdown("> " + escape_md(" ".join(e["quote"].split())))
-        st.caption(f"[{e['n']}] {escape_md(e['header'])} · `{e['guide']}` lines {e['lines'][0]}–{e['lines'][1]}")
+        _render_quote_entry(e)
+
+
+def _render_quote_entry(e: dict, tail: str = "") -> None:
+    """One answer.answerer.quote_entry: the quote, then [n] guide › section · file lines a–b, then ``tail``."""
+    st.markdown("> " + escape_md(" ".join(e["quote"].split())))
+    st.caption(f"[{e['n']}] {escape_md(e['header'])} · `{e['guide']}` lines {e['lines'][0]}–{e['lines'][1]}" + tail)
 
 
 def render_quote(ph, ev) -> None:
