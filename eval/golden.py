@@ -190,6 +190,8 @@ def _variant_regex(variant: str) -> re.Pattern:
     prefix = variant.rstrip().endswith("*")
     v = normalise_for_match(variant.rstrip().rstrip("*"))
     plural = r"(?:s|es)?" if not prefix and v[-1:].isalpha() else ""       # "metric" also matches "metrics"
+    if not prefix and v[-1:].isdigit():
+        plural = "x?"                                                      # "2-3" also matches "2-3x" (a multiplier)
     return re.compile(r"(?<![a-z0-9])" + re.escape(v) + (r"[a-z0-9]*" if prefix else plural) + r"(?![a-z0-9])")
 
 

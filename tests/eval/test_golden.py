@@ -77,6 +77,9 @@ def test_good_lines_load_with_facts_as_tuples(tmp_path):
     ("two approaches", "approach", True),
     ("the metrical foot", "metric", False),
     ("8s and 9s", "8", False),                                              # numbers take no plural
+    ("it speeds generation up 2-3x", "2-3", True),                         # a multiplier's "x"
+    ("a 4.7× larger dataset", "4.7", True),
+    ("an 8xl model", "8", False),
 ])
 def test_states_is_word_boundary_aware(answer, variant, expected):
     assert states(answer, variant) is expected
