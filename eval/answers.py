@@ -6,7 +6,10 @@ is not refused, states every one of the question's ``answer_facts`` (some varian
 (numbers as ``answer.citations.numbers`` reads them, the [n] markers and list enumerators "1." at a
 line start left out). An answer to an unanswerable question is correct when it is a refusal.
 Verified precision: of the answers whose citations are all verified (at least one citation, not
-refused), the share that are correct.
+refused), the share that are correct. Facts on screen: the answer is not refused and every answer fact
+is stated in the answer or in the guides' sentences shown under it without a click (its evidence, "The
+guides also say"). It measures what the student reads, not
+what the model wrote: an answer can be wrong and still have its facts on screen.
 """
 
 from __future__ import annotations
@@ -35,6 +38,20 @@ def unsupported_numbers(answer: str, passages: list[str]) -> list[str]:
     """Numbers the answer states that none of the passages states (list enumerators like '2.' ignored)."""
     seen = set().union(*(numbers(p) for p in passages)) if passages else set()
     return sorted(numbers(_ENUMERATOR.sub(" ", stated_text(answer))) - seen)
+
+
+def facts_on_screen(item: GoldenItem, answer: str, refused: bool, shown: list[str]) -> bool | None:
+    """Whether every answer fact is in the answer or in the quotes ``shown`` under it (None: unanswerable)."""
+    if not item.answerable:
+        return None
+    return (not refused) and not missing_facts("\n".join([stated_text(answer), *shown]), item.answer_facts)
+
+
+def shown_quotes(a) -> list[str]:
+    """The guides' sentences shown under a finished answer without a click: its evidence rows ("From the
+    guides") and the ones an incomplete answer leaves out ("The guides also say"). The quote shown while the
+    model writes is gone by then."""
+    return [e["quote"] for e in a.evidence] + [e["quote"] for e in a.left_out]
 
 
 def judge_answer(item: GoldenItem, answer: str, refused: bool, passages: list[str], citations: list[dict],
@@ -85,6 +102,7 @@ def answer_record(pipe, item: GoldenItem, relevant: set[str], by_id: dict, lat: 
         "status": a.status,
         "span_status": a.span_status,
         "coverage": a.coverage,
+        "on_screen": facts_on_screen(item, a.answer, a.refused, shown_quotes(a)),
         "checks": [c.to_json() for c in a.checks],
         **judge_answer(item, a.answer, a.refused, seen, cites, a.status),
         "timings_ms": {k: round(v, 1) for k, v in res.timings_ms.items()},
@@ -110,6 +128,8 @@ def deterministic_summary(records: list[dict]) -> dict:
         "verified_precision": _mean([float(r["correct"]) for r in verified]),
         "incomplete_answers": len(incomplete),
         "incomplete_correct": sum(bool(r["correct"]) for r in incomplete),
+        "facts_on_screen": sum(bool(r.get("on_screen")) for r in ans),
+        "facts_on_screen_share": _mean([float(bool(r.get("on_screen"))) for r in ans]),
         "refused_unanswerable": sum(bool(r["refused"]) for r in una),
         "false_refusals": sum(bool(r["refused"]) for r in ans),
         "keyword_all_share": _mean([float(r["all_keywords"]) for r in ans]),

@@ -16,7 +16,7 @@ RET_KEYS = ["hit@1", "hit@5", "mrr@10", "ndcg@10", "recall@5", "recall@10", "rag
 
 PART_RET_KEYS = ["n", "hit@1", "hit@5", "mrr@10", "ndcg@10", "won", "lost"]
 PART_ANS_KEYS = ["correctness", "correct_answers", "verified_answers", "verified_precision", "incomplete_answers",
-                 "incomplete_correct", "refused_unanswerable",
+                 "incomplete_correct", "facts_on_screen", "refused_unanswerable",
                  "refusal_accuracy_unanswerable", "false_refusals", "false_refusal_rate_answerable"]
 
 
@@ -75,7 +75,8 @@ def render_markdown(m: dict, per_question: list[dict] | None = None) -> str:
         out.append("Correct: not refused, states every answer fact, and no number that none of its passages states. "
                    "Verified precision: the share of answers shown verified (every checkable sentence verified, and "
                    "not flagged incomplete) that are correct. Incomplete: every sentence verified, but the answer "
-                   "states little of its best evidence (`answer_min_coverage`).\n")
+                   "states little of its best evidence (`answer_min_coverage`). Facts on screen: every answer fact is in the "
+                   "answer or in the guides' sentences shown under it without a click.\n")
         rows = [{"_name": part, "n": p["n"], **p["answers"]} for part, p in m["by_part"].items() if "answers" in p]
         out.append(md_table(rows, ["n", *PART_ANS_KEYS], "part"))
     answered = [q for q in per_question or [] if "correct" in q]
@@ -83,7 +84,7 @@ def render_markdown(m: dict, per_question: list[dict] | None = None) -> str:
         out.append("\n### Per question\n")
         rows = [{"_name": q["id"], **q} for q in answered]
         out.append(md_table(rows, ["part", "kind", "correct", "refused", "missing_facts", "unsupported_numbers",
-                                   "fully_verified", "status"], "id"))
+                                   "fully_verified", "status", "on_screen"], "id"))
     out.append("\n## Latency (ms)\n")
     rows = [{"_name": k, **v} for k, v in m["latency_ms"].items()]
     out.append(md_table(rows, ["n", "p50", "p95", "max"], "stage"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.answers import deterministic_summary, judge_answer, unsupported_numbers
+from eval.answers import deterministic_summary, facts_on_screen, judge_answer, shown_quotes, unsupported_numbers
 from eval.golden import GoldenItem, load_golden, split_of
 from eval.report import compare, render_markdown
 from eval.runner import by_part, wins_losses
@@ -84,6 +84,34 @@ def test_summary_counts_incomplete_answers_apart_from_verified_ones():
     assert s["incomplete_answers"] == 2 and s["incomplete_correct"] == 1
 
 
+def test_facts_on_screen_counts_the_quotes_shown_under_the_answer():
+    """A wrong answer whose missing fact is in the evidence shown under it has its facts on screen; a refusal
+    never does, and an unanswerable question has no facts."""
+    quote = "Mixtral activates 12.9B per token."
+    assert not judge_answer(MIXTRAL, "Mixtral routes to 2 experts [1].", False, [PASSAGE], OK_CITE)["correct"]
+    assert facts_on_screen(MIXTRAL, "Mixtral routes to 2 experts [1].", False, [quote])
+    assert not facts_on_screen(MIXTRAL, "Mixtral routes to 2 experts [1].", False, ["It routes to 2 of 8."])
+    assert not facts_on_screen(MIXTRAL, "I cannot find this.", True, [quote])
+    assert facts_on_screen(GoldenItem("u", "unanswerable", ["q"], [], [], 2), "x", True, [quote]) is None
+
+
+def test_shown_quotes_are_the_evidence_and_left_out_rows_not_the_passing_first_quote():
+    class A:
+        evidence = [{"quote": "ev one"}]
+        left_out = [{"quote": "also one"}, {"quote": "also two"}]
+        first_quote = object()
+    assert shown_quotes(A()) == ["ev one", "also one", "also two"]
+
+
+def test_summary_counts_facts_on_screen_over_answerable_questions():
+    recs = [{**_rec("a1", "answerable", False), "on_screen": True},
+            {**_rec("a2", "answerable", True), "on_screen": True},
+            {**_rec("a3", "answerable", False), "on_screen": False},
+            {**_rec("u1", "unanswerable", True, refused=True), "on_screen": None}]
+    s = deterministic_summary(recs)
+    assert s["facts_on_screen"] == 2 and s["facts_on_screen_share"] == pytest.approx(2 / 3)
+
+
 def test_wins_and_losses_against_hybrid():
     qrels = {"q1": {"d1"}, "q2": {"d2"}, "q3": {"d3"}, "q4": {"d4"}}
     hybrid = {"q1": ["d9", "d1"], "q2": ["d2"], "q3": ["d9"], "q4": ["d4"]}
@@ -123,13 +151,15 @@ def _metrics(correctness, hit1):
 
 def test_report_shows_parts_correctness_and_per_question_table():
     qs = [{"id": "f02", "part": "test", "kind": "followup", "correct": False, "refused": False,
-           "missing_facts": ["12.9B"], "unsupported_numbers": ["47"], "fully_verified": True}]
+           "missing_facts": ["12.9B"], "unsupported_numbers": ["47"], "fully_verified": True,
+           "status": "verified", "on_screen": True}]
     md = render_markdown(_metrics(0.5, 0.75), qs)
     assert "## Tune / test split" in md and "seed `S`" in md
     assert "| tune (answerable 2) | hybrid | 2 | 0.750 |" in md
     assert "| test | bm25 | 2 | 0.500 | – | – | – | 1 | 0 |" in md
     assert "### Correctness by part" in md and "| test | 2 | 0.500 |" in md
-    assert "| f02 | test | followup | no | no | 12.9B | 47 | yes |" in md
+    assert "| f02 | test | followup | no | no | 12.9B | 47 | yes | verified | yes |" in md
+    assert "| status | on_screen |" in md and "Facts on screen:" in md
 
 
 def test_compare_shows_change_in_correctness_and_per_part_figures():
