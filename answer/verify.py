@@ -221,12 +221,19 @@ class PassageIndex:
                 return t
         return ""
 
-    def _compare_items(self, sentence: str, anchor: str, a: int) -> tuple[list[str], list[str]]:
+    def _compare_items(self, sentence: str, anchor: str, a: int, span: str = "") -> tuple[list[str], list[str]]:
         """Names the sentence states that its anchor lines (and their label) do not, where those lines name
-        something else: "GPTQ protects salient weights" on the AWQ line. (conflicts, reasons)."""
+        something else: "GPTQ protects salient weights" on the AWQ line. (conflicts, reasons). A sentence that
+        names its anchor's item may also name the other items of ``span``: "GPTQ minimizes reconstruction error,
+        while AWQ protects salient weights" across the two lines."""
         where = anchor + "\n" + self.label_of(a)
         here = {**names(where), **proper_nouns(where)}
         s_names = names(sentence)
+        if span and any(k in names(anchor) for k in s_names):
+            crossed = _crossed_items(sentence, s_names, span)
+            if crossed:
+                return crossed
+            where += "\n" + span
         others = [v for k, v in names(where).items() if k not in s_names and k not in self.header_names
                   and k not in numbers(where)]
         for k, v in s_names.items():
@@ -315,7 +322,7 @@ class PassageIndex:
         missing, conflicts, reasons = _compare_terms(sentence, span, self.header_names, self.text + "\n" + self.header,
                                                      anchor=anchor)
         if not conflicts:                 # a name the sentence ties to what another item of the span says
-            conflicts, item_reasons = self._compare_items(sentence, anchor, anchor_at)
+            conflicts, item_reasons = self._compare_items(sentence, anchor, anchor_at, span)
             reasons += item_reasons
             missing = missing + [c for c in conflicts if c not in missing]
         if not conflicts:
@@ -522,3 +529,32 @@ def _compare_columns(sentence: str, row: str, header: list[str]) -> tuple[list[s
 def align(sentence: str, passage: str, header: str = "") -> Alignment:
     """Align one sentence with one passage (see the module docstring)."""
     return PassageIndex(passage, header).align(sentence)
+
+
+_LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,2}[.)])[ \t]+")
+_CLAUSE_BREAK = re.compile(r"[,;]|\b(?:while|whereas|but|and)\b", re.I)
+
+
+def _crossed_items(sentence: str, s_names: dict[str, str], span: str) -> tuple[list[str], list[str]]:
+    """For a sentence naming several list items of ``span`` (one line each), the first name whose clause says what
+    another named item's line says: "AWQ minimizes reconstruction error, while GPTQ protects salient weights"
+    across the GPTQ and AWQ lines. (conflicts, reasons); empty when each clause fits its own item's line."""
+    lines = [ln for ln in span.split("\n") if _LIST_ITEM.match(ln)]        # items only: prose names many things
+    own = {}
+    for k, v in s_names.items():
+        at = [ln for ln in lines if re.search(rf"(?<![\w]){re.escape(v.casefold())}(?![\w])", ln.casefold())]
+        if len(at) == 1:
+            own[k] = at[0]
+    if len(set(own.values())) < 2:
+        return [], []
+    name_stems = set(content_stems(" ".join(s_names.values())))
+    for k, line in own.items():
+        v = s_names[k]
+        clause = next((c for c in _CLAUSE_BREAK.split(sentence) if re.search(rf"(?<![\w]){re.escape(v.casefold())}(?![\w])",
+                                                                             c.casefold())), "")
+        words = set(content_stems(clause)) - name_stems
+        fit = {kk: len(words & (set(content_stems(ln)) - name_stems)) for kk, ln in own.items()}
+        best = max(fit, key=fit.get)
+        if fit[best] > fit[k]:
+            return [s_names[best]], [f"the passage says this of {s_names[best]}, not {v}"]
+    return [], []

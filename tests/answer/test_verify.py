@@ -56,6 +56,32 @@ def test_right_sentences_verify(sentence, passage):
     assert a.span_end > a.span_start and passage[a.span_start:a.span_end].strip()
 
 
+PTQ = ("Post-Training Quantization (PTQ): Quantize after training (no retraining). Methods:\n\n"
+       "  • GPTQ: Layer-by-layer quantization minimizing reconstruction error\n"
+       "  • AWQ (Activation-aware): Identify and protect important weights (salient activations)\n"
+       "  • GGUF (llama.cpp): CPU-friendly quantization format")
+
+
+def test_a_sentence_across_two_items_names_both_and_the_parent_label_is_not_its_subject():
+    """Tune answer a19: each method with its own line verifies; it was 'the passage says this of PTQ, not AWQ'."""
+    both = align("GPTQ quantizes layer-by-layer, while AWQ identifies and protects important weights.", PTQ)
+    assert both.status == VERIFIED, both.reasons
+    swapped = align("GPTQ identifies and protects important weights (salient activations).", PTQ)
+    assert swapped.status == CONTRADICTED and not swapped.verified, swapped.reasons
+    crossed = align("AWQ minimizes reconstruction error layer by layer, while GPTQ protects salient weights.", PTQ)
+    assert crossed.status == CONTRADICTED and "the passage says this of GPTQ, not AWQ" in crossed.reasons
+
+
+def test_crossed_items_are_read_on_list_items_only():
+    """Prose names many things per line ('RLHF', 'KL'): a clause is not tied to the line that names it."""
+    from answer.verify import _crossed_items
+    s = "AWQ minimizes reconstruction error, while GPTQ protects salient weights."
+    s_names = {"awq": "AWQ", "gptq": "GPTQ"}
+    assert _crossed_items(s, s_names, PTQ)[0] == ["GPTQ"]
+    prose = PTQ.replace("  • ", "")
+    assert _crossed_items(s, s_names, prose) == ([], [])
+
+
 def test_scattered_words_do_not_verify():
     passage = ("Attention weights tokens. " + "Filler sentence about something else entirely here. " * 6
                + "Caching stores keys. " + "More unrelated filler text goes on and on. " * 6 + "Values are reused.")
