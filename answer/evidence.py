@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from core.text import QUESTION_SCAFFOLD_STEMS, content_stems, sentence_spans
+from core.text import LIST_ITEM, QUESTION_SCAFFOLD_STEMS, content_stems, sentence_spans
 from core.types import Hit
 
 GAP = " … "
@@ -95,7 +95,6 @@ def _table_header(text: str, start: int) -> tuple[int, int] | None:
     return head if head[0] != line_start else None
 
 
-_ITEM = re.compile(r"^([ \t]*)(?:[-*+•]|\d{1,2}[.)])[ \t]+")
 
 
 def _line(text: str, pos: int) -> tuple[int, int]:
@@ -124,14 +123,14 @@ def context_spans(text: str, start: int) -> list[tuple[int, int]]:
     if head:
         return [head]
     a, b = _line(text, start)
-    m = _ITEM.match(text[a:b])
+    m = LIST_ITEM.match(text[a:b])
     if not m:
         return []
     out, indent, pos = [], len(m.group(1).expandtabs(4)), a
     while (prev := _prev_line(text, pos)) is not None:
         pa, pb = prev
         line = text[pa:pb]
-        pm = _ITEM.match(line)
+        pm = LIST_ITEM.match(line)
         if pm is None:                                   # the lead-in of the list, when it introduces it
             if line.rstrip().rstrip("*").endswith(":"):
                 out.append(prev)

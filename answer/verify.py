@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from core.text import NOT_NAMES, STOPWORDS, content_stems, content_tokens, normalise, sentence_spans
+from core.text import LIST_ITEM, NOT_NAMES, STOPWORDS, content_stems, content_tokens, normalise, sentence_spans
 
 # Statuses, strongest first.
 VERIFIED, UNVERIFIED, CONTRADICTED, TOO_SHORT = "verified", "unverified", "contradicted", "too_short"
@@ -531,7 +531,6 @@ def align(sentence: str, passage: str, header: str = "") -> Alignment:
     return PassageIndex(passage, header).align(sentence)
 
 
-_LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,2}[.)])[ \t]+")
 _CLAUSE_BREAK = re.compile(r"[,;]|\b(?:while|whereas|but|and)\b", re.I)
 
 
@@ -539,7 +538,7 @@ def _crossed_items(sentence: str, s_names: dict[str, str], span: str) -> tuple[l
     """For a sentence naming several list items of ``span`` (one line each), the first name whose clause says what
     another named item's line says: "AWQ minimizes reconstruction error, while GPTQ protects salient weights"
     across the GPTQ and AWQ lines. (conflicts, reasons); empty when each clause fits its own item's line."""
-    lines = [ln for ln in span.split("\n") if _LIST_ITEM.match(ln)]        # items only: prose names many things
+    lines = [ln for ln in span.split("\n") if LIST_ITEM.match(ln)]        # items only: prose names many things
     own = {}
     for k, v in s_names.items():
         at = [ln for ln in lines if re.search(rf"(?<![\w]){re.escape(v.casefold())}(?![\w])", ln.casefold())]

@@ -164,6 +164,8 @@ QUESTION_SCAFFOLD_STEMS = frozenset(content_stems(" ".join(sorted(QUESTION_SCAFF
 ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "approx.", "fig.", "eq.", "cf.", "al.")
 # A sentence ends at . ! or ?, then any citation markers ("[2]", "[1, 3]"), then whitespace before what can start
 # a sentence. Decimals ("46.7B") never end one: no whitespace follows their point.
+# A markdown list item's marker ("- ", "  * ", "• ", "2. ", "3) "); group 1 is its indent.
+LIST_ITEM = re.compile(r"^([ \t]*)(?:[-*+•]|\d{1,2}[.)])[ \t]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])((?:\s*\[[\d,;\s]+\])*)(\s+)(?=[A-Z0-9\"'(*\-•])")
 _CLAUSE_END = re.compile(r"(?<=[.?!;:])\s+")
 _CLAUSE_OR_LIST = re.compile(r"(?<=[.?!;:])\s+|,\s*(?:and\s+|then\s+)?|\s+(?:and|then)\s+(?=\w)")
