@@ -39,6 +39,7 @@ from answer.rewrite import Rewrite
 from answer.verify import CONTRADICTED, TOO_SHORT, UNVERIFIED, VERIFIED
 from core.settings import Settings
 from core.types import Hit
+from ingest.embed import CachedEmbedder
 
 # The answer's state when every sentence verifies but it states little of the best evidence (_flag_incomplete).
 INCOMPLETE = "incomplete"
@@ -178,8 +179,8 @@ class Answerer:
     def __init__(self, settings: Settings, *, llm: LLM, embedder=None, gate: RefusalGate | None = None):
         self.settings = settings
         self.llm = llm
-        self.embedder = embedder
-        self.gate = gate or RefusalGate(embedder=embedder, min_cosine=settings.refuse_min_cosine,
+        self.embedder = CachedEmbedder(embedder) if embedder is not None else None   # sentences recur across questions
+        self.gate = gate or RefusalGate(embedder=self.embedder, min_cosine=settings.refuse_min_cosine,
                                         entity_cosine=settings.refuse_entity_cosine,
                                         min_rerank=settings.refuse_min_rerank, top_n=settings.answer_passages)
         if settings.citation_support != "lexical" and embedder is None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -92,6 +94,42 @@ class HashEmbedder:
 
     def count_tokens(self, texts):
         return [len(t.split()) + 2 for t in texts]
+
+
+class CachedEmbedder:
+    """An embedder that keeps the vectors of the last ``size`` texts it embedded, and embeds only the texts it
+    has not seen, in one batch. The answer stage embeds the same passages' sentences question after question
+    (measured: embedding is ~85% of the sentence selection's ~0.23 s). Safe across threads."""
+
+    def __init__(self, inner: Embedder, size: int = 20_000):
+        if size < 1:
+            raise ValueError(f"CachedEmbedder size must be at least 1, got {size}")
+        self.inner, self.size = inner, size
+        self.name, self.dim, self.max_tokens = inner.name, inner.dim, inner.max_tokens
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed(self, texts, *, progress=False, batch_size=32):
+        texts = list(texts)
+        with self._lock:
+            found = {t: self._cache[t] for t in texts if t in self._cache}
+            for t in found:
+                self._cache.move_to_end(t)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            vecs = self.inner.embed(missing, progress=progress, batch_size=batch_size)
+            found.update(zip(missing, vecs))
+            with self._lock:
+                for t, v in zip(missing, vecs):
+                    self._cache[t] = v
+                while len(self._cache) > self.size:
+                    self._cache.popitem(last=False)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+
+    def count_tokens(self, texts):
+        return self.inner.count_tokens(texts)
 
 
 def resolve_model_path(name: str) -> str:
