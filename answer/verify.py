@@ -239,7 +239,7 @@ class PassageIndex:
         for k, v in s_names.items():
             if k in here or k in self.header_names or k in numbers(sentence):
                 continue
-            if re.search(rf"(?<![\w]){re.escape(v.casefold())}(?![\w])", where.casefold()):
+            if _mentions(where, v):
                 continue
             if others:
                 return [others[0]], [f"the passage says this of {others[0]}, not {v}"]
@@ -408,7 +408,7 @@ def _compare_terms(sentence: str, span: str, header_names: dict[str, str],
         if k in num_keys or k in p_names or k in header_names:
             continue
         # A name may be spelled as plain words in the span ("LoRA" vs "lora"): accept a case-insensitive hit.
-        if re.search(rf"(?<![\w]){re.escape(v.casefold())}(?![\w])", span.casefold()):
+        if _mentions(span, v):
             continue
         missing.append(v)
         if extra_names:
@@ -419,7 +419,7 @@ def _compare_terms(sentence: str, span: str, header_names: dict[str, str],
     for k, v in proper_nouns(sentence).items():
         if k in s_names or k in num_keys or k in header_names:
             continue
-        if not re.search(rf"(?<![\w]){re.escape(k)}(?![\w])", passage_text.casefold()):
+        if not _mentions(passage_text, k):
             missing.append(v)
             reasons.append(f"{v} is not in the passage")
     s_opp, p_opp = opposites(sentence), opposites(span)
@@ -526,6 +526,11 @@ def _compare_columns(sentence: str, row: str, header: list[str]) -> tuple[list[s
     return conflicts, reasons
 
 
+def _mentions(text: str, name: str) -> bool:
+    """Whether ``text`` holds ``name`` as a whole token, case-folded ("AWQ" in "• AWQ (Activation-aware)")."""
+    return re.search(rf"(?<![\w]){re.escape(name.casefold())}(?![\w])", text.casefold()) is not None
+
+
 def align(sentence: str, passage: str, header: str = "") -> Alignment:
     """Align one sentence with one passage (see the module docstring)."""
     return PassageIndex(passage, header).align(sentence)
@@ -541,7 +546,7 @@ def _crossed_items(sentence: str, s_names: dict[str, str], span: str) -> tuple[l
     lines = [ln for ln in span.split("\n") if LIST_ITEM.match(ln)]        # items only: prose names many things
     own = {}
     for k, v in s_names.items():
-        at = [ln for ln in lines if re.search(rf"(?<![\w]){re.escape(v.casefold())}(?![\w])", ln.casefold())]
+        at = [ln for ln in lines if _mentions(ln, v)]
         if len(at) == 1:
             own[k] = at[0]
     if len(set(own.values())) < 2:
@@ -549,8 +554,7 @@ def _crossed_items(sentence: str, s_names: dict[str, str], span: str) -> tuple[l
     name_stems = set(content_stems(" ".join(s_names.values())))
     for k, line in own.items():
         v = s_names[k]
-        clause = next((c for c in _CLAUSE_BREAK.split(sentence) if re.search(rf"(?<![\w]){re.escape(v.casefold())}(?![\w])",
-                                                                             c.casefold())), "")
+        clause = next((c for c in _CLAUSE_BREAK.split(sentence) if _mentions(c, v)), "")
         words = set(content_stems(clause)) - name_stems
         fit = {kk: len(words & (set(content_stems(ln)) - name_stems)) for kk, ln in own.items()}
         best = max(fit, key=fit.get)
