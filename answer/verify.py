@@ -552,11 +552,12 @@ def _crossed_items(sentence: str, s_names: dict[str, str], span: str) -> tuple[l
     if len(set(own.values())) < 2:
         return [], []
     name_stems = set(content_stems(" ".join(s_names.values())))
-    for k, line in own.items():
+    said = {k: set(content_stems(ln)) - name_stems for k, ln in own.items()}      # what each item's line says
+    for k in own:
         v = s_names[k]
         clause = next((c for c in _CLAUSE_BREAK.split(sentence) if _mentions(c, v)), "")
         words = set(content_stems(clause)) - name_stems
-        fit = {kk: len(words & (set(content_stems(ln)) - name_stems)) for kk, ln in own.items()}
+        fit = {kk: len(words & line_words) for kk, line_words in said.items()}
         best = max(fit, key=fit.get)
         if fit[best] > fit[k]:
             return [s_names[best]], [f"the passage says this of {s_names[best]}, not {v}"]

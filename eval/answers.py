@@ -8,8 +8,8 @@ line start left out). An answer to an unanswerable question is correct when it i
 Verified precision: of the answers whose citations are all verified (at least one citation, not
 refused), the share that are correct. Facts on screen: the answer is not refused and every answer fact
 is stated in the answer or in the guides' sentences shown under it without a click (its evidence, "The
-guides also say"). It measures what the student reads, not
-what the model wrote: an answer can be wrong and still have its facts on screen.
+guides also say"). It measures what the student reads, not what the model wrote: an answer can be
+wrong and still have its facts on screen.
 """
 
 from __future__ import annotations
