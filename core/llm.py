@@ -128,15 +128,17 @@ class OpenAICompatLLM:
                             yield piece
 
     def complete_json(self, messages: Sequence[Message], schema: dict, *, max_tokens: int, name: str = "reply",
-                      temperature: float = 0.0, timeout: float | None = None) -> str:
+                      temperature: float = 0.0, timeout: float | None = None, slot: int | None = None) -> str:
         """The whole reply, held to the JSON ``schema`` by the endpoint (``response_format`` json_schema:
         llama.cpp's server turns it into a grammar; OpenAI and vLLM support it too). The caller validates
-        it: a model may still stop mid-object at ``max_tokens``. ``timeout`` (s) overrides the client's."""
+        it: a model may still stop mid-object at ``max_tokens``. ``timeout`` (s) overrides the client's.
+        ``slot``: the llama.cpp slot to run in (its prompt cache keeps a shared prefix; ignored elsewhere)."""
         with self._errors():
             r = self.client.chat.completions.create(
                 model=self.model, messages=list(messages), max_tokens=max_tokens, temperature=temperature,
                 response_format={"type": "json_schema",
                                  "json_schema": {"name": name, "schema": schema, "strict": True}},
+                extra_body=self._extra(slot) or None,
                 **({"timeout": timeout} if timeout is not None else {}),
             )
         return (r.choices[0].message.content or "") if r.choices else ""
@@ -342,7 +344,8 @@ BACKENDS = ("bundled", "bundled-small", "gguf:<path>", "openai", "fake", "fake:<
 
 
 def load_llm(settings: Settings) -> LLM:
-    """The LLM that ``settings.llm`` names; an unknown name raises LLMError listing the valid ones."""
+    """The LLM that ``settings.llm`` names; an unknown name raises LLMError listing the valid ones.
+    A local llama.cpp server gets ``settings.llm_parallel`` slots (at least 2 with the answer check)."""
     name = settings.llm.strip()
     if name == "fake" or name.startswith("fake:"):
         rule = name.partition(":")[2] or "echo"
@@ -353,7 +356,7 @@ def load_llm(settings: Settings) -> LLM:
     from core.bundled import BUNDLED_MODELS, assemble_bundled_model
 
     draft = None
-    slots = 2 if settings.answer_check == "llm" else 1
+    slots = max(settings.llm_parallel, 2 if settings.answer_check == "llm" else 1)
     if settings.llm_speculative == "draft":
         draft = lambda: assemble_bundled_model(settings.data_dir, "bundled-small")  # noqa: E731 - lazy
     if name in BUNDLED_MODELS:

@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     llm_context_window: int = Field(4096, ge=512, le=1_000_000, description="Tokens the LLM may see (prompt + answer).")
     llm_max_answer_tokens: int = Field(256, ge=16, le=8192, description="Longest answer, in LLM tokens.")
     llm_threads: int = Field(2, ge=1, le=256, description="CPU threads for the local llama.cpp runtime.")
+    llm_parallel: int = Field(
+        1, ge=1, le=16, description="Requests the local llama.cpp server runs at once (its slots, each with "
+        "llm_context_window tokens and its own prompt cache; decoding is batched across them). The app lets this many "
+        "questions generate at once and queues the rest. Chosen from the three-users measurement in "
+        "eval/MEASUREMENTS.md; the eval uses eval_parallel instead.")
     llm_temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy).")
     llm_speculative: Literal["off", "draft", "ngram"] = Field(
         "off", description="Speculative decoding for local llama.cpp models: 'draft' (the bundled 0.5B proposes tokens "
@@ -222,6 +227,20 @@ class Settings(BaseSettings):
     judge_base_url: str | None = Field(None, description="OpenAI-compatible base URL of the judge (judge='openai').")
     judge_model: str | None = Field(None, description="Judge model name at that endpoint.")
     judge_api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the judge endpoint's key.")
+    judge_sample: str = Field(
+        "24", pattern=r"^(all|[1-9][0-9]*)$",
+        description="Answers the ragas judge scores in `guides eval`: a number N (a fixed sample stratified by part "
+        "and kind, the same questions every run, see eval.sample) or 'all'. Overridden by --judge-sample.")
+    judge_cache: bool = Field(
+        True, description="Reuse judgements stored in <data_dir>/eval/judge_cache.sqlite, keyed by judge, ragas "
+        "version, metric, question, answer and contexts (--no-judge-cache judges afresh).")
+    judge_reason_chars: int = Field(
+        80, ge=10, le=2000, description="Longest 'reason' a local judge may write per verdict (a grammar bound: "
+        "reasons never enter a score, and writing them was most of the judge's time).")
+    eval_parallel: int = Field(
+        4, ge=1, le=16, description="Slots of the local llama.cpp server during `guides eval`: questions are "
+        "answered this many at once, and each ragas prompt kind is pinned to its own slot so its long fixed "
+        "prefix stays cached. Chosen from the 1/2/4-slot measurement in eval/MEASUREMENTS.md.")
 
     # --- input limits -------------------------------------------------------
     max_question_chars: int = Field(1000, ge=10, le=100_000, description="Longest question accepted, in characters.")

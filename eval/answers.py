@@ -143,57 +143,97 @@ def deterministic_summary(records: list[dict]) -> dict:
     return out
 
 
-def ragas_scores(records: list[dict], judge, embedder, *, progress: bool) -> dict:
-    """Faithfulness, answer relevancy and LLM context precision over the non-refused answers."""
+METRICS = ("faithfulness", "answer_relevancy", "context_precision")
+
+
+def ragas_scores(records: list[dict], judge, embedder, *, sample: int | None = None, cache=None,
+                 progress: bool = True, concurrency: int = 4) -> dict:
+    """ragas' faithfulness, answer relevancy and LLM context precision (without reference) over a fixed,
+    stratified sample of the judgeable answers (``eval.sample``; ``sample`` None: all of them).
+
+    Every judgement is looked up in ``cache`` (``eval.judge_cache.JudgeCache``) first and stored there as
+    soon as it is made. Judgements of different answers run ``concurrency`` at once (a local judge's
+    server batches them); each answer's scores are also written to its record under "ragas"."""
     from ragas.metrics.collections import AnswerRelevancy, ContextPrecisionWithoutReference, Faithfulness
 
     from .judge import EmbedderAdapter
+    from .judge_cache import judgement_key
+    from .sample import draw_sample
 
+    chosen, how = draw_sample(records, sample)
     faith = Faithfulness(llm=judge)
     relev = AnswerRelevancy(llm=judge, embeddings=EmbedderAdapter(embedder), strictness=1)
     cprec = ContextPrecisionWithoutReference(llm=judge)
-    todo = [r for r in records if "answer" in r and not r["refused"] and r["used_passages"]]
-    scores = {"faithfulness": [], "answer_relevancy": [], "llm_context_precision": []}
-    errors: dict[str, list[str]] = {k: [] for k in scores}
+    identity = getattr(judge, "identity", None) or getattr(judge, "name", type(judge).__name__)
+    errors: dict[str, list[str]] = {k: [] for k in METRICS}
+    from_cache = 0
+    jobs = [(r, m) for r in chosen for m in METRICS]
+    bar = tqdm(total=len(jobs), desc="Judging (ragas)", unit="judgement", disable=not progress, file=sys.stderr)
 
-    async def one(r):
+    def call(r, metric):
         q, a, ctx = r["question"], r["answer"], r["used_passages"]
-        out = {}
-        for name, coro in (("faithfulness", faith.ascore(user_input=q, response=a, retrieved_contexts=ctx)),
-                           ("answer_relevancy", relev.ascore(user_input=q, response=a)),
-                           ("llm_context_precision", cprec.ascore(user_input=q, response=a, retrieved_contexts=ctx))):
-            try:
-                out[name] = float((await coro).value)
-            except Exception as e:  # noqa: BLE001 - a judge failure is a NaN for that sample, reported below
-                out[name] = float("nan")
-                errors[name].append(f"{r['id']}: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
-        return out
+        if metric == "faithfulness":
+            return faith.ascore(user_input=q, response=a, retrieved_contexts=ctx)
+        if metric == "answer_relevancy":
+            return relev.ascore(user_input=q, response=a)
+        return cprec.ascore(user_input=q, response=a, retrieved_contexts=ctx)
 
-    for r in tqdm(todo, desc="Judging answers", unit="answer", disable=not progress, file=sys.stderr):
-        got = asyncio.run(one(r))
-        r["ragas"] = got
-        for k, v in got.items():
-            scores[k].append(v)
-    res = {k: _mean(v) for k, v in scores.items()}
-    res["judged_answers"] = len(todo)
-    # A mean over the answers the judge could score: how many failed, per metric, and why, so a
-    # figure resting on few answers is visible rather than silently averaged.
-    res["judge_failures"] = sum(len(v) for v in errors.values())
-    res["judge_failures_by_metric"] = {k: len(v) for k, v in errors.items()}
-    res["judge_errors"] = [e for v in errors.values() for e in v][:10]
-    if res["judge_failures"]:
-        print(f"warning: the judge failed {res['judge_failures']} of {3 * len(todo)} judgements "
+    async def one(r, metric, gate):
+        nonlocal from_cache
+        key = judgement_key(identity, metric, r["question"], r["answer"], r["used_passages"])
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            from_cache += 1
+            value = hit
+        else:
+            async with gate:
+                try:
+                    value = float((await call(r, metric)).value)
+                except Exception as e:  # noqa: BLE001 - a judge failure is a NaN for that sample, reported below
+                    value = float("nan")
+                    errors[metric].append(f"{r['id']}: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
+            if cache is not None:
+                await asyncio.to_thread(cache.put, key, metric, value)
+        r.setdefault("ragas", {})[metric] = value
+        bar.update(1)
+
+    async def run_all():
+        gate = asyncio.Semaphore(max(1, concurrency))
+        # Faithfulness first for every answer, then the rest: each prompt kind's calls come in runs, which keeps
+        # the judge's per-kind slots (and their cached prompt prefixes) busy together.
+        await asyncio.gather(*(one(r, m, gate) for m in METRICS for r in chosen))
+
+    try:
+        asyncio.run(run_all())
+    finally:
+        bar.close()
+    res = {m: _mean([r.get("ragas", {}).get(m) for r in chosen]) for m in METRICS}
+    failures = sum(len(v) for v in errors.values())
+    res.update({
+        "judged": len(chosen),
+        "judgements": len(jobs),
+        "from_cache": from_cache,
+        "sample": how,
+        # A mean over the answers the judge could score: how many failed, per metric, and why, so a figure
+        # resting on few answers is visible rather than silently averaged.
+        "judge_failures": failures,
+        "judge_failures_by_metric": {k: len(v) for k, v in errors.items()},
+        "judge_errors": [e for v in errors.values() for e in v][:10],
+        "judge": getattr(judge, "name", type(judge).__name__),
+    })
+    if failures:
+        print(f"warning: the judge failed {failures} of {len(jobs)} judgements "
               f"({res['judge_failures_by_metric']}); first: {res['judge_errors'][0]}", file=sys.stderr)
     return res
 
 
-def summarise_answers(records: list[dict], *, judge=None, embedder=None, progress: bool = True) -> dict:
+def summarise_answers(records: list[dict], *, judge=None, embedder=None, progress: bool = True,
+                      sample: int | None = None, cache=None, concurrency: int = 4) -> dict:
     out = deterministic_summary(records)
     if judge is not None:
-        out.update(ragas_scores(records, judge, embedder, progress=progress))
-        out["judge"] = getattr(judge, "name", type(judge).__name__)
+        out["ragas"] = ragas_scores(records, judge, embedder, sample=sample, cache=cache, progress=progress,
+                                    concurrency=concurrency)
+        out["judge"] = out["ragas"]["judge"]
     else:
         out["judge"] = "none (LLM-judged metrics skipped)"
     return out
-
-

@@ -62,14 +62,10 @@ def render_markdown(m: dict, per_question: list[dict] | None = None) -> str:
     if m.get("answers"):
         a = m["answers"]
         out.append("\n## Answers\n")
-        rows = [{"_name": k, "value": v} for k, v in a.items()
-                if k not in ("judge", "by_kind", "judge_failures_by_metric", "judge_errors")]
+        rows = [{"_name": k, "value": v} for k, v in a.items() if k not in ("judge", "by_kind", "ragas")]
         out.append(md_table(rows, ["value"], "metric"))
-        if a.get("judge_failures"):
-            out.append(f"\n**The judge failed {a['judge_failures']} judgements** "
-                       f"({', '.join(f'{k}: {v}' for k, v in a['judge_failures_by_metric'].items())}); "
-                       "each ragas mean covers only the answers it could score. First errors:\n")
-            out.extend(f"- `{e}`" for e in a.get("judge_errors", []))
+        if a.get("ragas"):
+            out.extend(_render_ragas(a["ragas"]))
     if m.get("answers") and any("answers" in p for p in m.get("by_part", {}).values()):
         out.append("\n### Correctness by part\n")
         out.append("Correct: not refused, states every answer fact, and no number that none of its passages states. "
@@ -90,6 +86,27 @@ def render_markdown(m: dict, per_question: list[dict] | None = None) -> str:
     out.append(md_table(rows, ["n", "p50", "p95", "max"], "stage"))
     out.append("\nPer-question results: `questions.jsonl` (rank of the first relevant passage, answer, citations, scores).\n")
     return "\n".join(out)
+
+
+def _render_ragas(r: dict) -> list[str]:
+    """ragas' judged metrics: the means, how the sample was drawn, which answers were judged, failures."""
+    sp = r.get("sample") or {}
+    out = ["\n### ragas, LLM-judged\n",
+           f"Judge: **{r.get('judge')}**. {r.get('judged', 0)} answers judged, {r.get('judgements', 0)} judgements, "
+           f"{r.get('from_cache', 0)} from the cache. Sample: {sp.get('method', '–')}.\n"]
+    out.append(md_table([{"_name": k, "value": r.get(k)} for k in ("faithfulness", "answer_relevancy",
+                                                                   "context_precision")], ["value"], "metric"))
+    if sp.get("strata"):
+        out.append("\nJudged per stratum (of the judgeable answers): "
+                   + ", ".join(f"{k} {v['judged']}/{v['of']}" for k, v in sp["strata"].items()) + ".\n")
+    if sp.get("ids"):
+        out.append("Judged questions: " + ", ".join(f"`{i}`" for i in sp["ids"]) + ".\n")
+    if r.get("judge_failures"):
+        out.append(f"\n**The judge failed {r['judge_failures']} judgements** "
+                   f"({', '.join(f'{k}: {v}' for k, v in r['judge_failures_by_metric'].items())}); "
+                   "each ragas mean covers only the answers it could score. First errors:\n")
+        out.extend(f"- `{e}`" for e in r.get("judge_errors", []))
+    return out
 
 
 def _render_parts(m: dict) -> list[str]:
@@ -118,26 +135,70 @@ def _plot_png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def render_html(m: dict, md: str, latencies: dict[str, list[float]]) -> str:
+def render_html(m: dict, md: str, latencies: dict[str, list[float]], per_question: list[dict] | None = None) -> str:
+    """The report as one self-contained page: the markdown rendered, and its charts as inline PNGs (per-part
+    metrics, retrieval per ablation, answer states, latency per stage)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    imgs = []
+    charts: list[tuple[str, str]] = []
+
+    def bars(ax, groups: list[str], series: dict[str, list[float]]):
+        w = 0.8 / max(1, len(series))
+        for i, (label, vals) in enumerate(series.items()):
+            ax.bar([x + i * w for x in range(len(groups))], vals, w, label=label)
+        ax.set_xticks([x + w * (len(series) - 1) / 2 for x in range(len(groups))], groups)
+
+    def num(v) -> float:
+        return 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+    parts = m.get("by_part") or {}
+    if parts:
+        d = m["run"].get("default_pipeline", "hybrid")
+        keys = ["hit@1", "hit@5", "mrr@10"]
+        akeys = ["correctness", "verified_precision", "facts_on_screen_share"]
+        has_ans = any("answers" in p for p in parts.values())
+        fig, ax = plt.subplots(figsize=(7.5, 3.4))
+        series = {part: [num(p["retrieval"].get(d, {}).get(k)) for k in keys]
+                  + ([num((p.get("answers") or {}).get(k)) for k in akeys] if has_ans else [])
+                  for part, p in parts.items()}
+        bars(ax, keys + (["correct", "verified prec.", "facts on screen"] if has_ans else []), series)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"Per part: retrieval ({d})" + (" and answers" if has_ans else ""))
+        ax.legend(fontsize=8, loc="lower right")
+        charts.append(("chart-parts", _plot_png(fig)))
+        plt.close(fig)
     names = list(m["retrieval"])
-    keys = ["hit@1", "hit@5", "mrr@10", "ndcg@10"]
-    fig, ax = plt.subplots(figsize=(7.5, 3.4))
-    w = 0.8 / max(1, len(names))
-    for i, n in enumerate(names):
-        vals = [m["retrieval"][n].get(k) or 0 for k in keys]
-        ax.bar([x + i * w for x in range(len(keys))], vals, w, label=n)
-    ax.set_xticks([x + w * (len(names) - 1) / 2 for x in range(len(keys))], keys)
-    ax.set_ylim(0, 1)
-    ax.set_title("Retrieval metrics per ablation")
-    ax.legend(fontsize=8, loc="lower right")
-    imgs.append(_plot_png(fig))
-    plt.close(fig)
+    if names:
+        keys = ["hit@1", "hit@5", "mrr@10", "ndcg@10"]
+        fig, ax = plt.subplots(figsize=(7.5, 3.4))
+        bars(ax, keys, {n: [num(m["retrieval"][n].get(k)) for k in keys] for n in names})
+        ax.set_ylim(0, 1)
+        ax.set_title("Retrieval metrics per ablation (all parts)")
+        ax.legend(fontsize=8, loc="lower right")
+        charts.append(("chart-retrieval", _plot_png(fig)))
+        plt.close(fig)
+    states: dict[str, dict[str, int]] = {}
+    for q in per_question or []:
+        if q.get("status"):
+            st = "refused" if q.get("refused") else q["status"]
+            states.setdefault(st, {"correct": 0, "not correct": 0})["correct" if q.get("correct") else "not correct"] += 1
+    if states:
+        fig, ax = plt.subplots(figsize=(7.5, 3.0))
+        order = sorted(states, key=lambda k: -sum(states[k].values()))
+        left = [0] * len(order)
+        for label, color in (("correct", "#4c9a5b"), ("not correct", "#c8553d")):
+            vals = [states[k][label] for k in order]
+            ax.barh(order, vals, left=left, label=label, color=color)
+            left = [a + b for a, b in zip(left, vals)]
+        ax.invert_yaxis()
+        ax.set_xlabel("answers")
+        ax.set_title("Answer states shown to the reader, and whether the answer is correct")
+        ax.legend(fontsize=8, loc="lower right")
+        charts.append(("chart-states", _plot_png(fig)))
+        plt.close(fig)
     lat = {k: v for k, v in latencies.items() if v}
     if lat:
         fig, ax = plt.subplots(figsize=(7.5, 3.2))
@@ -146,15 +207,16 @@ def render_html(m: dict, md: str, latencies: dict[str, list[float]]) -> str:
         ax.set_xscale("log")
         ax.set_xlabel("ms (log scale)")
         ax.set_title("Latency per stage")
-        imgs.append(_plot_png(fig))
+        charts.append(("chart-latency", _plot_png(fig)))
         plt.close(fig)
     body = _md_to_html(md)
-    pics = "".join(f'<img alt="plot" src="data:image/png;base64,{b}"/>' for b in imgs)
+    pics = "".join(f'<img class="chart" id="{cid}" alt="{cid}" src="data:image/png;base64,{b}"/>' for cid, b in charts)
     return ("<!doctype html><html><head><meta charset='utf-8'><title>guides-qa eval</title><style>"
             "body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}"
             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
             "td:first-child,th:first-child{text-align:left}img{max-width:100%;display:block;margin:1em 0}"
-            "</style></head><body>" + body + pics + "</body></html>")
+            "</style></head><body><h1>guides-qa eval report</h1><section id='charts'>" + pics + "</section>"
+            + body.replace("<h1>guides-qa eval report</h1>", "", 1) + "</body></html>")
 
 
 def _md_to_html(md: str) -> str:
@@ -175,12 +237,42 @@ def write_outputs(out: Path, metrics: dict, per_question: list[dict], latencies:
         "metrics.json": json.dumps(metrics, indent=1, ensure_ascii=False),
         "questions.jsonl": "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in per_question),
         "report.md": md,
-        "report.html": render_html(metrics, md, latencies),
+        "report.html": render_html(metrics, md, latencies, per_question),
     }
     for name, text in files.items():
         tmp = out / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(out / name)
+
+
+def changed_questions(old_questions: Path, new_questions: Path) -> str:
+    """The questions whose answer state or correctness differs between two runs' questions.jsonl."""
+    def load(p: Path) -> dict[str, dict]:
+        out = {}
+        for line in p.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                out[r["id"]] = r
+        return out
+
+    if not old_questions.is_file():
+        return f"No {old_questions.name} beside the old metrics.json: per-question changes not listed."
+    try:
+        old, new = load(old_questions), load(new_questions)
+    except (OSError, ValueError, KeyError) as e:
+        return f"Cannot read {old_questions} ({e}): per-question changes not listed."
+    rows = []
+    for qid, n in new.items():
+        o = old.get(qid)
+        if o is None or "correct" not in n or "correct" not in o:
+            continue
+        if o.get("status") != n.get("status") or o.get("correct") != n.get("correct"):
+            def show(r):
+                return f"{r.get('status')}, {'correct' if r.get('correct') else 'not correct'}"
+            rows.append(f"  {qid:<8} {n.get('part', ''):<5} {show(o):<28} -> {show(n)}")
+    if not rows:
+        return "No question changed its answer state or correctness."
+    return f"{len(rows)} question(s) changed answer state or correctness (old -> new):\n" + "\n".join(rows)
 
 
 def compare(old: dict, new: dict) -> str:

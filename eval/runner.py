@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import json
 import statistics
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
@@ -63,20 +66,113 @@ def _machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def parse_judge_sample(value: str | int | None) -> int | None:
+    """'all' -> None (judge every answer); a positive number -> that many; anything else is named."""
+    v = str(value).strip().lower()
+    if v == "all":
+        return None
+    if v.isdigit() and int(v) > 0:
+        return int(v)
+    raise ValueError(f"--judge-sample {value!r}: give a positive number of answers or 'all'.")
+
+
+SPEED_FILE = "speed.json"
+
+
+def load_speed(settings: Settings) -> dict | None:
+    """Seconds per answer and per judged answer measured by the last run on this machine, if any."""
+    try:
+        rec = json.loads((settings.data_dir / "eval" / SPEED_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if rec.get("machine") == _machine() and rec.get("llm") == settings.llm else None
+
+
+def save_speed(settings: Settings, metrics: dict) -> None:
+    """Remember this run's throughput for the next run's estimate (a failed write only loses the estimate)."""
+    st = metrics["run"].get("stage_seconds") or {}
+    rag = (metrics.get("answers") or {}).get("ragas") or {}
+    prev = load_speed(settings) or {}
+    rec = {"machine": _machine(), "llm": settings.llm, "judge": rag.get("judge", prev.get("judge")),
+           "workers": metrics["run"].get("eval_parallel")}
+    n = metrics["run"]["n_questions"]
+    rec["answer_s"] = round(st["answering"] / n, 2) if st.get("answering") and n else prev.get("answer_s")
+    fresh = (rag.get("judgements", 0) - rag.get("from_cache", 0)) / 3
+    rec["judge_s"] = round(st["judging"] / fresh, 2) if st.get("judging") and fresh >= 1 else prev.get("judge_s")
+    rec["retrieval_s"] = round(st["retrieval"] / n, 3) if st.get("retrieval") and n else prev.get("retrieval_s")
+    try:
+        path = settings.data_dir / "eval" / SPEED_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, indent=1))
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
+def plan_line(settings: Settings, items: list[GoldenItem], *, retrieve_only: bool, judge, sample: int | None,
+              workers: int, speed: dict | None) -> str:
+    """One line, before any work: what will run and about how long it will take on this machine."""
+    kinds: dict[str, int] = {}
+    for it in items:
+        kinds[it.kind] = kinds.get(it.kind, 0) + 1
+    parts = [f"guides eval: {len(items)} questions ({', '.join(f'{k} {v}' for k, v in kinds.items())})"]
+    if retrieve_only:
+        parts.append("retrieval only")
+    else:
+        parts.append(f"answered by {settings.llm}, {workers} at once")
+        if judge is None:
+            parts.append("no ragas judge")
+        else:
+            n = len(items) if sample is None else min(sample, len(items))
+            parts.append(f"ragas judge {getattr(judge, 'name', judge)} on {'all' if sample is None else 'a fixed sample of'} "
+                         f"{n} answers (cached judgements reused)")
+    est = None
+    if speed:
+        est = len(items) * (speed.get("retrieval_s") or 0)
+        if not retrieve_only:
+            est += len(items) * (speed.get("answer_s") or 0)
+            if judge is not None:
+                est += min(len(items), sample or len(items)) * (speed.get("judge_s") or 0)
+    if est is None:
+        parts.append("estimate: none yet on this machine (the bars show the time left)")
+    else:
+        parts.append(f"estimate: at most ~{max(1, round(est / 60))} min, from the last run on this machine")
+    return "; ".join(parts) + "."
+
+
+def by_part_ragas(metrics: dict, per_q: dict[str, dict]) -> None:
+    """The judged answers' ragas means, per part, beside that part's answer figures."""
+    from .answers import METRICS, _mean
+
+    for part, res in metrics.get("by_part", {}).items():
+        judged = [r for r in per_q.values() if r.get("ragas") and (part == "all" or r["part"] == part)]
+        if "answers" in res and judged:
+            res["answers"]["ragas"] = {"judged": len(judged),
+                                       **{m: _mean([r["ragas"].get(m) for r in judged]) for m in METRICS}}
+
+
 def run_eval(settings: Settings, golden: Path, *, out: Path, limit: int | None = None, retrieve_only: bool = False,
-             pipeline: Pipeline | None = None, judge="settings", progress: bool = True, split: str = "all") -> dict:
+             pipeline: Pipeline | None = None, judge="settings", progress: bool = True, split: str = "all",
+             judge_sample: str | int | None = None, judge_cache: bool | None = None) -> dict:
     """``judge``: a ragas judge, None to skip LLM-judged metrics, or "settings" to load settings.judge.
 
     ``split``: "tune" or "test" runs one part of the golden set (see eval.golden), "all" both.
+    ``judge_sample``: answers to judge, a number or "all" (default: settings.judge_sample; with ``limit``,
+    "all" judges those questions). ``judge_cache``: reuse stored judgements (default: settings.judge_cache).
+    The local model runs ``settings.eval_parallel`` requests at once.
     """
+    sample = parse_judge_sample(settings.judge_sample if judge_sample is None else judge_sample)
     items = select_part(load_golden(golden), split)   # validated before any work
     if limit:
         items = items[:limit]
     own = pipeline is None
+    settings = settings.model_copy(update={"llm_parallel": settings.eval_parallel})
     pipe = pipeline or Pipeline(settings)
+    use_cache = settings.judge_cache if judge_cache is None else judge_cache
     try:
         return _run(settings, golden, items, pipe, out=out, retrieve_only=retrieve_only, judge=judge, progress=progress,
-                    split=split)
+                    split=split, sample=sample, use_cache=use_cache)
     finally:
         if own:
             pipe.close()
@@ -121,7 +217,9 @@ def by_part(items: list[GoldenItem], runs: dict[str, dict[str, list[str]]], qrel
     return out
 
 
-def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, split="all") -> dict:
+def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, split="all", sample=None,
+         use_cache=True) -> dict:
+    t_run = time.perf_counter()
     version = pipe.index.refresh()
     if not retrieve_only and judge == "settings":
         from .judge import load_judge
@@ -142,8 +240,19 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
     runs: dict[str, dict[str, list[str]]] = {a: {} for a in ablations}
     per_q: dict[str, dict] = {}
     lat: dict[str, list[float]] = {}
-    bar = tqdm(total=len(items) * (len(ablations) + (0 if retrieve_only else 1)), desc="Evaluating",
-               unit="step", disable=not progress, file=sys.stderr)
+    cache = None
+    if judge is not None and not retrieve_only and use_cache:
+        from .judge_cache import CACHE_FILE, JudgeCache
+
+        cache = JudgeCache(settings.data_dir / "eval" / CACHE_FILE)
+    workers = max(1, settings.eval_parallel)
+    if progress:
+        print(plan_line(settings, items, retrieve_only=retrieve_only, judge=judge, sample=sample, workers=workers,
+                        speed=load_speed(settings)), file=sys.stderr)
+    stage_s: dict[str, float] = {}
+    t_stage = time.perf_counter()
+    bar = tqdm(total=len(items), desc="Retrieval (3 ablations)", unit="question", disable=not progress,
+               file=sys.stderr)
     for it in items:
         query = pipe.search_query(it.turns)
         rec = {"id": it.id, "part": it.part, "kind": it.kind, "question": it.question, "turns": it.turns, "search_query": query,
@@ -160,14 +269,38 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
                         lat.setdefault(k, []).append(v)
                 rec["contexts"] = [{"rank": h.rank, "chunk_id": h.chunk_id, "section": h.payload["section"],
                                     "scores": h.scores} for h in hits]
-            bar.update(1)
-        if not retrieve_only:
-            from .answers import answer_record
-
-            rec.update(answer_record(pipe, it, qrels.get(it.id, set()), by_id, lat))
-            bar.update(1)
         per_q[it.id] = rec
+        bar.update(1)
     bar.close()
+    stage_s["retrieval"] = time.perf_counter() - t_stage
+    if not retrieve_only:
+        from .answers import answer_record
+
+        # Questions are answered ``workers`` at once: the local server decodes its slots in one batch, and each
+        # answer's own latencies (first token, total) are what a user sees when that many ask at once.
+        t_stage = time.perf_counter()
+        bar = tqdm(total=len(items), desc=f"Answering ({workers} at once)", unit="answer", disable=not progress,
+                   file=sys.stderr)
+        lat_lock = threading.Lock()
+
+        def answer(it):
+            own_lat: dict[str, list[float]] = {}
+            got = answer_record(pipe, it, qrels.get(it.id, set()), by_id, own_lat)
+            with lat_lock:
+                for k, v in own_lat.items():
+                    lat.setdefault(k, []).extend(v)
+            bar.update(1)
+            return it.id, got
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval-answer") as ex:
+            try:
+                for qid, got in ex.map(answer, items):
+                    per_q[qid].update(got)
+            except BaseException:
+                ex.shutdown(wait=False, cancel_futures=True)
+                raise
+        bar.close()
+        stage_s["answering"] = time.perf_counter() - t_stage
 
     retrieval = {}
     for a in ablations:
@@ -195,6 +328,7 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
                 "golden": str(golden), "n_questions": len(items), "kinds": kinds, "default_pipeline": default,
                 "split": {"part": split, "seed": SPLIT_SEED, "test_share": TEST_SHARE},
                 "retrieve_only": retrieve_only,
+                "judge_sample": None if retrieve_only or judge is None else ("all" if sample is None else sample),
                 "reranker_warmup": {"passages": warmed, "seconds": round(warm_s, 2)},
                 "settings_summary": f"embed={settings.embed_model}, fusion={settings.fusion}, "
                                     f"prefetch={settings.prefetch_limit}, reranker={settings.reranker}, "
@@ -211,9 +345,21 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
     if not retrieve_only:
         from .answers import summarise_answers
 
-        metrics["answers"] = summarise_answers(list(per_q.values()), judge=judge, embedder=pipe.embedder,
-                                               progress=progress)
+        t_stage = time.perf_counter()
+        try:
+            metrics["answers"] = summarise_answers(list(per_q.values()), judge=judge, embedder=pipe.embedder,
+                                                   progress=progress, sample=sample, cache=cache,
+                                                   concurrency=max(workers, 1))
+        finally:
+            if cache is not None:
+                cache.close()
+        stage_s["judging"] = time.perf_counter() - t_stage
         for r in per_q.values():
             r.pop("used_passages", None)        # shown via contexts; keeps questions.jsonl readable
+        by_part_ragas(metrics, per_q)
+    metrics["run"]["stage_seconds"] = {k: round(v, 1) for k, v in stage_s.items()}
+    metrics["run"]["wall_seconds"] = round(time.perf_counter() - t_run, 1)
+    metrics["run"]["eval_parallel"] = workers
+    save_speed(settings, metrics)
     write_outputs(out, metrics, list(per_q.values()), lat)
     return metrics

@@ -280,21 +280,50 @@ def cmd_eval(args) -> int:
     import json as _json
 
     from eval.golden import GoldenError
-    from eval.report import compare
+    from eval.report import changed_questions, compare
     from eval.runner import run_eval
 
+    from eval.judge_cache import CACHE_FILE, JudgeCacheError
+    from eval.readme import ReadmeError, update_readme
+    from eval.runner import parse_judge_sample
+
+    if args.readme_from:
+        try:
+            print(update_readme(Path(args.readme_from), Path(args.readme or "README.md")))
+        except ReadmeError as e:
+            raise CliError(str(e)) from None
+        return 0
     s = _settings(args)
     out = Path(args.out)
     try:
-        metrics = run_eval(s, Path(args.golden), out=out, limit=args.limit, retrieve_only=args.retrieve_only,
-                           progress=not args.quiet, split=args.split)
-    except GoldenError as e:
+        parse_judge_sample(args.judge_sample or s.judge_sample)
+    except ValueError as e:
         raise CliError(str(e)) from None
+    old = None
+    if args.compare:       # read before the run: a bad path should not cost a full eval
+        try:
+            old = _json.loads(Path(args.compare).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CliError(f"--compare {args.compare}: cannot read it as a metrics.json ({e}).") from None
+    try:
+        metrics = run_eval(s, Path(args.golden), out=out, limit=args.limit, retrieve_only=args.retrieve_only,
+                           progress=not args.quiet, split=args.split, judge_sample=args.judge_sample,
+                           judge_cache=False if args.no_judge_cache else None)
+    except (GoldenError, JudgeCacheError) as e:
+        raise CliError(str(e)) from None
+    except KeyboardInterrupt:
+        cache = s.data_dir / "eval" / CACHE_FILE
+        print(f"\nInterrupted: nothing was written to {out}. Every judgement made so far is kept in {cache}; run the "
+              f"same command again to resume (cached judgements are reused, answers are regenerated).", file=sys.stderr)
+        return 130
     print((out / "report.md").read_text())
     print(f"Wrote {out}/report.md, report.html, metrics.json, questions.jsonl")
-    if args.compare:
-        old = _json.loads(Path(args.compare).read_text())
+    if args.readme:
+        print(update_readme(out / "metrics.json", Path(args.readme)))
+    if old is not None:
         print(f"\nChange against {args.compare}:\n" + compare(old, metrics))
+        changed = changed_questions(Path(args.compare).with_name("questions.jsonl"), out / "questions.jsonl")
+        print("\n" + changed)
     return 0
 
 
@@ -345,6 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--out", default="eval/runs/latest", help="output folder (default eval/runs/latest)")
     pe.add_argument("--compare", metavar="OLD_METRICS_JSON", help="print deltas against an earlier metrics.json")
     pe.add_argument("--quiet", action="store_true", help="no progress bar")
+    pe.add_argument("--judge-sample", metavar="N|all",
+                    help="answers the ragas judge scores: a fixed stratified sample of N, or all (default: setting "
+                         "judge_sample, 24)")
+    pe.add_argument("--no-judge-cache", action="store_true", help="judge afresh, ignoring stored judgements")
+    pe.add_argument("--readme", nargs="?", const="README.md", metavar="FILE",
+                    help="after the run, rewrite the measured table of FILE (default README.md) from metrics.json")
+    pe.add_argument("--readme-from", metavar="METRICS_JSON",
+                    help="no run: rewrite the README's measured table from this metrics.json (with --readme FILE)")
     pe.set_defaults(func=cmd_eval)
 
     pt = sub.add_parser("train-reranker", parents=[common], help="train the in-domain cross-encoder (offline)")

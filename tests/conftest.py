@@ -16,6 +16,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 REAL_GUIDES = REPO / "data" / "guides"
 
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1280,1700")
+
 
 @pytest.fixture
 def guides_copy(tmp_path) -> Path:
@@ -64,3 +70,26 @@ def real_pipeline(real_index, real_embedder):
     pipe = Pipeline(settings, embedder=real_embedder)
     yield pipe
     pipe.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if CHROMIUM is None:
+        msg = ("chromium is not installed, so the real-browser test cannot run; install it with "
+               "`apt-get update && apt-get install -y chromium chromium-driver`")
+        print(msg)
+        pytest.skip(msg)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for f in CHROMIUM_FLAGS:
+        opts.add_argument(f)
+    opts.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()

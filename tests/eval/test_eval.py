@@ -116,11 +116,14 @@ def test_one_answered_question_with_fake_llm_and_fake_judge(tmp_path, guides_cop
     a = m["answers"]
     assert a["judge"].startswith("fake")
     assert a["answered_questions"] == 2
-    if a["judged_answers"]:
-        assert a["faithfulness"] == 1.0 and a["judge_failures"] == 0   # the fake judge's one statement is supported
-    for k in ("faithfulness", "answer_relevancy", "llm_context_precision", "keyword_recall",
-              "citation_verified_share", "refusal_accuracy_unanswerable", "false_refusal_rate_answerable",
-              "correctness", "verified_precision", "verified_answers", "false_refusals", "refused_unanswerable"):
+    r = a["ragas"]
+    if r["judged"]:
+        assert r["faithfulness"] == 1.0 and r["judge_failures"] == 0   # the fake judge's one statement is supported
+    for k in ("faithfulness", "answer_relevancy", "context_precision", "judged", "from_cache", "sample"):
+        assert k in r
+    for k in ("keyword_recall", "citation_verified_share", "refusal_accuracy_unanswerable",
+              "false_refusal_rate_answerable", "correctness", "verified_precision", "verified_answers",
+              "false_refusals", "refused_unanswerable"):
         assert k in a
     q = [json.loads(l) for l in (tmp_path / "out" / "questions.jsonl").read_text().splitlines()]
     assert "answer" in q[0] and isinstance(q[0]["citations"], list)
@@ -148,14 +151,14 @@ def test_judge_failures_are_counted_per_metric_and_named(tmp_path):
                 "answer": "The KV cache stores the keys and values of past tokens.", "refused": False,
                 "used_passages": ["The KV cache stores keys and values of past tokens."]}]
     res = ragas_scores(records, FailingNLI(), HashEmbedder(), progress=False)
-    assert res["judge_failures_by_metric"] == {"faithfulness": 1, "answer_relevancy": 0, "llm_context_precision": 0}
+    assert res["judge_failures_by_metric"] == {"faithfulness": 1, "answer_relevancy": 0, "context_precision": 0}
     assert res["judge_failures"] == 1 and math.isnan(res["faithfulness"])
     assert res["judge_errors"][0].startswith("q1: ") and "judge endpoint said 500" in res["judge_errors"][0]
-    assert res["llm_context_precision"] == res["llm_context_precision"]          # scored, not NaN
+    assert res["context_precision"] == res["context_precision"]          # scored, not NaN
     m = {"run": {"date": "d", "machine": "m", "golden": "g", "n_questions": 1, "kinds": {"answerable": 1},
                  "settings_summary": "s"},
          "index": {"n_chunks": 1, "n_guides": 1}, "retrieval": {}, "latency_ms": {},
-         "answers": {**res, "judge": "failing"}}
+         "answers": {"ragas": res, "judge": "failing"}}
     md = render_markdown(m)
     assert "The judge failed 1 judgements" in md and "judge endpoint said 500" in md
     from eval.report import _md_to_html
@@ -224,7 +227,7 @@ def test_schema_judge_survives_one_event_loop_per_answer():
         assert len(requests) == 3 and requests[0]["model"] == "m" and requests[0]["temperature"] == 0.0
         fmt = requests[0]["response_format"]
         assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "Verdict"
-        assert fmt["json_schema"]["schema"] == Verdict.model_json_schema()
+        assert fmt["json_schema"]["schema"] == Verdict.model_json_schema()      # nothing to bound in it
         assert requests[0]["messages"][-1] == {"role": "user", "content": "Is it supported?"}
     finally:
         server.shutdown()

@@ -24,12 +24,7 @@ SMALL_GUIDES = ("transformers-llm-interview-questions.md", "100-llm-interview-qu
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 OUTPUT = REPO / "tests" / "output"
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1280,1700")
 
 
 @pytest.fixture(scope="module")
@@ -67,29 +62,6 @@ def served_app(tmp_path_factory, real_embedder, free_port, wait_health):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-@pytest.fixture
-def browser(tmp_path):
-    if CHROMIUM is None:
-        msg = ("chromium is not installed, so the real-browser test cannot run; install it with "
-               "`apt-get update && apt-get install -y chromium chromium-driver`")
-        print(msg)
-        pytest.skip(msg)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for f in FLAGS:
-        opts.add_argument(f)
-    opts.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _shot(driver, name: str) -> Path:
