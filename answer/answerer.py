@@ -364,10 +364,14 @@ class Answerer:
             return
         result.status = INCOMPLETE
         by_chunk = {p.chunk_id: p for p in passages}
+        shown = {" ".join(e["quote"].split()) for e in result.evidence}    # each quote once under an answer
         for q, c in zip(top, covs):
             p = by_chunk.get(q.hit.chunk_id)
             if c < s.answer_min_coverage and p is not None:
-                result.left_out.append({**quote_entry(p, q.start, q.end), "coverage": round(c, 3)})
+                entry = quote_entry(p, q.start, q.end)
+                if " ".join(entry["quote"].split()) not in shown:
+                    shown.add(" ".join(entry["quote"].split()))
+                    result.left_out.append({**entry, "coverage": round(c, 3)})
 
     def answer(self, question: str, hits: Sequence[Hit], **kw) -> AnswerResult:
         """The AnswerResult without streaming."""

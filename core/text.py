@@ -211,3 +211,27 @@ def clause_spans(text: str, *, lists: bool = False) -> list[tuple[int, int]]:
         pos = m.end()
     out.append((pos, len(text)))
     return out
+
+
+# Inline markdown of the guides, as a reader should see it: **bold**, __bold__, *italic*, _italic_, `code`.
+_INLINE_MD = (
+    re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*"),
+    re.compile(r"(?<![\w])__(?=\S)(.+?)(?<=\S)__(?![\w])"),
+    re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])"),
+    re.compile(r"(?<![\w])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![\w])"),
+    re.compile(r"(`+)([^`\n]+?)\1"),
+)
+
+
+def plain_inline(text: str) -> str:
+    """``text`` with the guides' inline markdown markers removed and the words kept ("**Optimizers**: AdamW"
+    -> "Optimizers: AdamW"); snake_case words and lone asterisks (2 * 3) are left alone."""
+    for pat in _INLINE_MD:
+        text = pat.sub(lambda m: m.group(m.lastindex), text)
+    return text
+
+
+def line_range(lines) -> str:
+    """'line 92' for one line, 'lines 92–95' for several (``lines``: a (first, last) pair)."""
+    a, b = lines[0], lines[1]
+    return f"line {a}" if a == b else f"lines {a}–{b}"

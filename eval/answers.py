@@ -97,7 +97,9 @@ def answer_record(pipe, item: GoldenItem, relevant: set[str], by_id: dict, lat: 
         "keyword_recall": _kw_hits(a.answer, item.answer_keywords) if not a.refused else 0.0,
         "all_keywords": (not a.refused) and bool(item.answer_keywords)
                         and all(k.casefold() in a.answer.casefold() for k in item.answer_keywords),
-        "used_passages": [h.payload["text"] for h in used],
+        # what the model read of each passage (its selected sentences, or the whole passage): the contexts the
+        # ragas judge checks the answer against, as ragas defines them
+        "used_passages": [p.text for p in a.passages],
         "used_relevant": any(h.chunk_id in relevant for h in used),
         "status": a.status,
         "span_status": a.span_status,

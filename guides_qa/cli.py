@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from core.text import line_range, plain_inline
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
@@ -121,8 +123,8 @@ def _print_hits(hits) -> None:
 
 def _print_quote_entry(e: dict, mark: str = "") -> None:
     """One answer.answerer.quote_entry: [n] ``mark`` guide › section (file, lines a-b), then the quote."""
-    print(f"[{e['n']}] {mark}{e['header']} ({e['guide']}, lines {e['lines'][0]}-{e['lines'][1]})")
-    print(f"  > {' '.join(e['quote'].split())}")
+    print(f"[{e['n']}] {mark}{e['header']} ({e['guide']}, {line_range(e['lines'])})")
+    print(f"  > {' '.join(plain_inline(e['quote']).split())}")
 
 
 def _stream_answer(pipe, turns: list[str]) -> int:
@@ -137,7 +139,8 @@ def _stream_answer(pipe, turns: list[str]) -> int:
             sys.stdout.flush()
         elif isinstance(ev, Evidence):
             q = ev.quote
-            print(f"From the guides ({ev.header}, lines {q.lines[0]}-{q.lines[1]}):\n  > {' '.join(q.text.split())}\n")
+            print(f"The closest sentence in the guides ({ev.header}, {line_range(q.lines)}):\n"
+                  f"  > {' '.join(plain_inline(q.text).split())}\n")
         elif isinstance(ev, Checking):
             print(f"\n(checking {ev.sentences} sentence(s) against the guides…)", end="", flush=True)
         else:
@@ -170,7 +173,7 @@ def _stream_answer(pipe, turns: list[str]) -> int:
             pl = p.hit.payload
             c = cited.get(p.n)
             mark = "" if c is None else " " + STATUS_MARK.get(c.status, c.status)
-            print(f"[{p.n}] {pl['section']} ({pl['guide']}, lines {pl['lines'][0]}-{pl['lines'][1]}){mark}")
+            print(f"[{p.n}] {pl['section']} ({pl['guide']}, {line_range(pl['lines'])}){mark}")
     print("timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items()))
     return 0
 

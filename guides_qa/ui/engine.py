@@ -9,8 +9,9 @@ lightweight Pipeline (settings copy) whose heavy parts come from here. The answe
 - Models load one at a time behind one lock (importing transformers from two threads at once
   half-initialises it); ``warm`` loads them in the background once and records each step, its
   time and its error in a ``Warmup`` the page shows.
-- A local llama.cpp server has one slot, so its LLM is wrapped in ``QueuedLLM``: one generation
-  at a time, the others wait in order and can see their place in the queue. The wrapper passes
+- A local llama.cpp server runs ``llm_parallel`` requests at once (default 1), so its LLM is wrapped in
+  ``QueuedLLM``: that many generations at a time, the others wait in order and can see their place in the
+  queue. The wrapper passes
   on every attribute of the model it wraps (prefill, prompt budget, ...), so the prompt is the CLI's.
 
 Example::
@@ -60,13 +61,15 @@ def queue_listener(callback: Callable[[int, float], None]):
 
 
 class QueuedLLM:
-    """Wraps a single-slot LLM: one generation at a time across sessions, the others wait first come,
-    first served. Every other attribute (supports_prefill, default_prompt_budget, start, ...) is the
-    wrapped model's, so the answerer builds the same prompt as with the bare model."""
+    """Wraps a local LLM with ``slots`` slots (settings.llm_parallel): that many generations at a time across
+    sessions, the others wait first come, first served. Every other attribute (supports_prefill,
+    default_prompt_budget, start, ...) is the wrapped model's, so the answerer builds the same prompt as with
+    the bare model."""
 
-    def __init__(self, llm, *, wait_seconds: float = LLM_WAIT_SECONDS):
+    def __init__(self, llm, *, wait_seconds: float = LLM_WAIT_SECONDS, slots: int = 1):
         self.inner = llm
         self.wait_seconds = wait_seconds
+        self.slots = max(1, slots)
         self._cond = threading.Condition()
         self._queue: list[object] = []          # tickets; the first one holds the slot
 
@@ -78,7 +81,7 @@ class QueuedLLM:
 
     @property
     def queued(self) -> int:
-        """Questions holding or waiting for the slot."""
+        """Questions holding or waiting for a slot."""
         with self._cond:
             return len(self._queue)
 
@@ -93,8 +96,8 @@ class QueuedLLM:
         try:
             while True:
                 with self._cond:
-                    ahead = self._queue.index(ticket)
-                    if ahead == 0:
+                    ahead = self._queue.index(ticket) - (self.slots - 1)
+                    if ahead <= 0:
                         break
                     waited = time.monotonic() - t0
                     if waited > self.wait_seconds:
@@ -402,11 +405,11 @@ class Engine:
         from core.llm import load_llm
 
         key = (s.llm, s.llm_base_url, s.llm_model, s.llm_api_key_env, s.llm_context_window, s.llm_threads,
-               str(s.data_dir.resolve()))
+               s.llm_parallel, str(s.data_dir.resolve()))
 
         def load():
             llm = load_llm(s)
-            return QueuedLLM(llm) if single_slot(s.llm) else llm
+            return QueuedLLM(llm, slots=getattr(llm, "slots", 1)) if single_slot(s.llm) else llm
 
         return self._once(self._llms, key, load)
 

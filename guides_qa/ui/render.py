@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from answer.answerer import ANSWER_STATES
+from core.text import line_range, plain_inline
 from guides_qa.feedback import FeedbackEntry, FeedbackStore
 from guides_qa.ui.view import (CitationView, IndexStatus, TurnView, answer_markdown, error_turn, escape_md, fmt_ms,
                                latency_line, loading_message, new_turn_id, passage_html, queue_message, shorten,
@@ -147,23 +148,23 @@ def render_evidence(turn: TurnView) -> None:
 
 def _render_quote_entry(e: dict, tail: str = "") -> None:
     """One answer.answerer.quote_entry: the quote, then [n] guide › section · file lines a–b, then ``tail``."""
-    st.markdown("> " + escape_md(" ".join(e["quote"].split())))
-    st.caption(f"[{e['n']}] {escape_md(e['header'])} · `{e['guide']}` lines {e['lines'][0]}–{e['lines'][1]}" + tail)
+    st.markdown("> " + escape_md(" ".join(plain_inline(e["quote"]).split())))
+    st.caption(f"[{e['n']}] {escape_md(e['header'])} · `{e['guide']}` {line_range(e['lines'])}" + tail)
 
 
 def render_quote(ph, ev) -> None:
     """The best-matching sentence of the guides, shown while the model writes."""
     q = ev.quote
-    ph.markdown(f"> {escape_md(' '.join(q.text.split()))}\n\n"
-                f":gray[{escape_md(ev.header)} · lines {q.lines[0]}–{q.lines[1]} · best match while the answer is written]")
+    ph.markdown(f"> {escape_md(' '.join(plain_inline(q.text).split()))}\n\n"
+                f":gray[The closest sentence in the guides · {escape_md(ev.header)} · {line_range(q.lines)}]")
 
 
 def render_citation(c: CitationView) -> None:
     """A popover per cited passage: guide, section path, line range, the passage with supporting spans marked."""
-    label = f"[{c.n}] {escape_md(shorten(c.leaf, 48))} · lines {c.lines[0]}–{c.lines[1]}"
+    label = f"[{c.n}] {escape_md(shorten(c.leaf, 48))} · {line_range(c.lines)}"
     with st.popover(label, icon=":material/check_circle:" if c.verified else ":material/help:"):
         st.markdown(f"**[{c.n}] {escape_md(c.guide_title)}**  \n"
-                    f"`{c.guide}` · lines {c.lines[0]}–{c.lines[1]}")
+                    f"`{c.guide}` · {line_range(c.lines)}")
         st.caption(" › ".join(escape_md(s) for s in c.section_path) or escape_md(c.section))
         for s in c.supports:
             st.markdown("> " + answer_markdown(s.sentence))

@@ -22,6 +22,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
+from core.text import line_range
+
 # Stages of the latency line, in the order a question passes them.
 LATENCY_STAGES = (("rewrite", "rewrite"), ("retrieve", "retrieve"), ("rerank", "rerank"), ("gate", "refusal check"),
                   ("first_token", "first token"), ("generate", "generate"), ("total", "total"))
@@ -183,7 +185,7 @@ def source_rows(hits: Sequence, passages: Sequence = (), cited_ns: set[int] = fr
             rerank=None if s.get("rerank") is None else round(float(s["rerank"]), 4),
             prompt_n=n, cited=n is not None and n in cited_ns, guide=p.get("guide", ""),
             section=" › ".join(p.get("section_path") or []) or p.get("section", ""),
-            lines=f"{p['lines'][0]}–{p['lines'][1]}",
+            lines=line_range(p["lines"]).split(" ", 1)[1],
             preview=shorten(p.get("text", ""), 160), chunk_id=h.chunk_id))
     return rows
 

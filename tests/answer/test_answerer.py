@@ -220,16 +220,26 @@ def test_no_prefill_for_backends_that_do_not_continue_it(settings, embedder, hit
 MERGE_Q = "Does LoRA merge into the weights at inference?"
 
 
-def test_a_verified_answer_that_leaves_out_most_of_the_best_evidence_is_incomplete(settings, embedder, hits):
+def test_a_verified_answer_that_leaves_out_most_of_the_best_evidence_is_incomplete(settings, embedder, hits, make_hit):
     """Each sentence verifies, yet the best evidence sentence's other half (frozen weights, low-rank matrices) is
     missing: the answer is shown 'incomplete', with that sentence under it and a warning that says why."""
     llm = FakeLLM({"merge": "At inference the LoRA update is merged into the weights [1]."})
     res = Answerer(settings, llm=llm, embedder=embedder).answer(MERGE_Q, hits)
     assert res.span_status == "verified" and all(c.verified for c in res.citations)
     assert res.status == "incomplete" and res.coverage < settings.answer_min_coverage
+    # The passage is one line, so the evidence of sentence [1] already shows the sentence the answer leaves out:
+    # it is shown once, as evidence, not again under "The guides also say".
+    (ev,) = res.evidence
+    assert "low-rank matrices" in ev["quote"] and not res.left_out
+    two_lines = [make_hit("LoRA freezes the pretrained weights and trains two low-rank matrices B and A.\n"
+                          "At inference the update is merged into the weights, so there is no latency overhead.",
+                          rank=1, section="LoRA", chunk_id="lora"), *hits[1:]]
+    res = Answerer(settings, llm=llm, embedder=embedder).answer(MERGE_Q, two_lines)
+    assert res.status == "incomplete"
     (left,) = res.left_out
-    assert left["n"] == 1 and left["chunk_id"] == "lora" and "low-rank matrices" in left["quote"]
-    assert left["lines"] == [10, 10] and left["header"] and left["coverage"] < settings.answer_min_coverage
+    assert left["n"] == 1 and left["chunk_id"] == "lora" and left["lines"] == [11, 11] and left["header"]   # line 2
+    assert left["coverage"] < settings.answer_min_coverage
+    assert left["quote"] not in [e["quote"] for e in res.evidence]
     assert ANSWER_STATES[res.status].startswith("may be incomplete")          # what the app and the CLI say
     assert res.to_json()["left_out"] == res.left_out and res.to_json()["status"] == "incomplete"
 
@@ -249,3 +259,15 @@ def test_the_flag_is_off_at_zero_and_never_touches_an_unverified_answer(settings
     wrong = {"merge": "At inference the LoRA update is merged into the weights, so there is a 40% latency overhead [1]."}
     res = Answerer(settings, llm=FakeLLM(wrong), embedder=embedder).answer(MERGE_Q, hits)
     assert res.status in ("unverified", "contradicted") and not res.left_out
+
+
+def test_a_quote_already_shown_as_evidence_is_not_repeated_as_left_out(settings, embedder, make_hit):
+    """'AdamW is the most common optimizer [1]' aligns with the one sentence that is also the best evidence: the
+    answer may be flagged incomplete, but that sentence is shown once, as the evidence of sentence [1]."""
+    hits = [make_hit("**Optimizers**: AdamW is the most common optimizer, with weight decay, warmup and cosine "
+                     "schedules tuned per model size and batch.", rank=1, section="Training", chunk_id="opt")]
+    llm = FakeLLM({"optimizer": "AdamW is the most common optimizer [1]."})
+    res = Answerer(settings, llm=llm, embedder=embedder).answer("Which optimizer is the most common optimizer?", hits)
+    assert res.status == "incomplete" and res.evidence      # most of the sentence's words are not in the answer
+    shown = [" ".join(e["quote"].split()) for e in res.evidence + res.left_out]
+    assert len(shown) == len(set(shown)) == 1, shown

@@ -134,3 +134,19 @@ def test_the_fake_reranker_drops_stopwords(query, expected):
     from retrieval.rerank import OverlapReranker
 
     assert OverlapReranker().score(query, ["LoRA uses a low rank update", "nothing"]) == expected
+
+
+def test_inline_markdown_is_removed_for_display_and_words_are_kept():
+    from core.text import plain_inline
+
+    assert plain_inline("**Optimizers**: AdamW most common") == "Optimizers: AdamW most common"
+    assert plain_inline("**Answer:** use `torch.compile` and *flash* attention") == \
+        "Answer: use torch.compile and flash attention"
+    assert plain_inline("snake_case_name and 2 * 3 * 4") == "snake_case_name and 2 * 3 * 4"
+    assert "*" not in plain_inline("***both***") and "`" not in plain_inline("``x``")
+
+
+def test_a_one_line_range_says_line():
+    from core.text import line_range
+
+    assert line_range([92, 92]) == "line 92" and line_range((92, 95)) == "lines 92–95"

@@ -242,3 +242,41 @@ SAMPLE_METRICS = {
     "answers": {"ragas": {"judge": "bundled", "judged": 24, "judgements": 72, "from_cache": 10, "judge_failures": 0}},
     "latency_ms": {"first_token": {"p50": 3600.0, "p95": 4100.0}, "total": {"p50": 5000.0, "p95": 6800.0}},
 }
+
+
+@pytest.mark.slow
+def test_bundled_judge_scores_two_answers_and_a_rerun_reads_both_from_the_cache(tmp_path):
+    """The real 1.5B judge on a 4-slot server, bounded output, pinned prompt kinds; the rerun makes no call."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from core.llm import load_llm
+    from core.settings import Settings
+    from eval.judge import load_judge
+
+    repo = Path(__file__).resolve().parents[2]
+    s = Settings(llm="bundled", judge="bundled", data_dir=repo / "data", llm_parallel=4)
+    llm = load_llm(s)
+    try:
+        judge = load_judge(s, SimpleNamespace(llm=llm))
+        rs = [{"id": "lora", "part": "test", "kind": "answerable", "question": "What does LoRA train?",
+               "answer": "LoRA freezes the pretrained weights and trains two small low-rank matrices [1].",
+               "refused": False, "used_passages": [
+                   "LoRA freezes the pretrained weights and injects trainable low-rank matrices A and B into each "
+                   "layer, so only a small share of the parameters is trained."]},
+              {"id": "kv", "part": "tune", "kind": "answerable", "question": "What does the KV cache store?",
+               "answer": "It stores the keys and values of earlier tokens, so they are not recomputed [1].",
+               "refused": False, "used_passages": [
+                   "The KV cache stores the key and value vectors of previous tokens so that each new token only "
+                   "computes its own; memory grows with sequence length."]}]
+        cache = JudgeCache(tmp_path / "judge_cache.sqlite")
+        first = ragas_scores([dict(r) for r in rs], judge, HashEmbedder(), cache=cache, progress=False)
+        assert first["judged"] == 2 and first["from_cache"] == 0
+        assert first["judge_failures"] == 0, first["judge_errors"]
+        assert 0.0 <= first["faithfulness"] <= 1.0 and 0.0 <= first["context_precision"] <= 1.0
+        calls = judge.calls
+        second = ragas_scores([dict(r) for r in rs], judge, HashEmbedder(), cache=cache, progress=False)
+        assert second["from_cache"] == 6 and judge.calls == calls
+        assert second["faithfulness"] == first["faithfulness"]
+    finally:
+        llm.close()

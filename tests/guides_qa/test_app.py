@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 from streamlit.testing.v1.element_tree import Block
+
+from core.text import line_range, plain_inline
 
 QUESTION = "What is LoRA and why is it preferred over full fine-tuning?"
 
@@ -239,7 +242,11 @@ def test_an_incomplete_answer_shows_what_the_guides_also_say(app_env, new_app):
     top = [m.value for m in msg.markdown]
     assert any(v.startswith("**The guides also say**") for v in top)
     e = turn.left_out[0]
-    assert any(v.startswith("> ") and " ".join(e["quote"].split())[:30] in v.replace("\\", "") for v in top)
-    assert any(c.value.startswith(f"[{e['n']}] ") and f"lines {e['lines'][0]}–{e['lines'][1]}" in c.value
-               for c in msg.caption)
+    assert any(v.startswith("> ") and " ".join(plain_inline(e["quote"]).split())[:30] in v.replace("\\", "")
+               for v in top)
+    assert any(c.value.startswith(f"[{e['n']}] ") and line_range(e["lines"]) in c.value for c in msg.caption)
+    shown = [" ".join(q["quote"].split()) for q in turn.evidence + turn.left_out]
+    assert len(shown) == len(set(shown))                                     # each quote once under the answer
+    assert not any("**" in v for v in top if v.startswith("> "))             # the guides' markdown, not its markup
+    assert not any("–" in c.value and re.search(r"lines (\d+)–\1\b", c.value) for c in msg.caption)  # "line 92"
     assert any("may be incomplete" in c.value for c in msg.caption)

@@ -1,6 +1,7 @@
 """The `guides` command end to end, with the hash embedder (set through the environment)."""
 
 import json
+import re
 
 import pytest
 
@@ -82,7 +83,8 @@ def test_an_incomplete_answer_is_said_and_the_evidence_it_leaves_out_is_printed(
     assert "\nAnswer may be incomplete: every sentence is verified" in out, out
     left = out.split("\nThe guides also say (the answer may leave this out):\n", 1)[1].split("\nSources:", 1)[0]
     head, quote = left.splitlines()[:2]
-    assert head.startswith("[") and "lines " in head and quote.startswith("  > ") and len(quote) > 20
+    assert head.startswith("[") and re.search(r", (line \d+|lines (\d+)–(?!\2\b)\d+)\)$", head), head
+    assert quote.startswith("  > ") and len(quote) > 20 and "**" not in quote
 
 
 def test_a_streamed_draft_that_fails_the_checks_is_withdrawn_visibly(env, capsys, monkeypatch):

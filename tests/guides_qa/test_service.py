@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -93,6 +94,39 @@ def test_queue_is_first_come_first_served_and_reports_positions():
     assert inner.order == ["first", "second", "third"] and inner.max_active == 1
     assert seen["second"][0] == 1 and seen["third"][0] == 2          # one, then two questions ahead
     assert min(seen["third"]) >= 1 and q.queued == 0
+
+
+def test_a_server_with_two_slots_runs_two_questions_at_once_and_queues_the_third():
+    inner = GatedLLM()
+    q = QueuedLLM(inner, slots=2)
+    seen: list[int] = []
+    outs: dict[str, str] = {}
+
+    def ask(who: str, listen: bool = False) -> None:
+        with queue_listener(lambda ahead, waited: seen.append(ahead)) if listen else contextlib.nullcontext():
+            outs[who] = "".join(q.stream(_msgs(who), max_tokens=8, temperature=0.0))
+
+    first = threading.Thread(target=ask, args=("first",))
+    first.start()
+    while q.queued < 1:
+        time.sleep(0.01)
+    second = threading.Thread(target=ask, args=("second",))       # the free slot: runs while "first" holds one
+    second.start()
+    second.join(10)
+    assert outs.get("second") == "a b c" and "first" not in outs
+    blocker = threading.Thread(target=ask, args=("first",))         # a second "first" holds the other slot
+    blocker.start()
+    while q.queued < 2:
+        time.sleep(0.01)
+    third = threading.Thread(target=ask, args=("third", True))
+    third.start()
+    while not seen:
+        time.sleep(0.02)
+    assert seen[0] == 1 and "third" not in outs                      # both slots busy: one question ahead
+    inner.release.set()
+    for t in (first, blocker, third):
+        t.join(10)
+    assert outs["third"] == "a b c" and inner.max_active == 2 and q.queued == 0
 
 
 def test_one_sessions_error_does_not_reach_the_others():
