@@ -36,7 +36,8 @@ class JudgeError(RuntimeError):
 # and only the question, answer and context are read anew. Extra slots go to the heaviest kinds.
 PROMPT_KINDS = ("ContextPrecisionOutput", "NLIStatementOutput", "StatementGeneratorOutput", "AnswerRelevanceOutput")
 LIST_LIMIT = 12         # statements per answer, verdicts per list: answers here are a few sentences
-TEXT_LIMIT = 400        # any other string the judge writes (a statement restated, a generated question)
+TEXT_LIMIT = 400        # any other string the judge writes (a generated statement or question)
+ECHO_LIMIT = 120        # NLI's "statement": the judge restates a statement it was given; only its verdict counts
 
 
 def slot_plan(slots: int) -> dict[str, list[int]]:
@@ -54,11 +55,12 @@ def slot_plan(slots: int) -> dict[str, list[int]]:
 
 def bound_schema(schema: dict, *, reason_chars: int) -> dict:
     """``schema`` with every string and list bounded, so a grammar-driven local model cannot write for minutes:
-    'reason' fields get ``reason_chars`` (they never enter a score), other strings TEXT_LIMIT, lists LIST_LIMIT."""
+    'reason' fields get ``reason_chars`` and a restated 'statement' ECHO_LIMIT (neither enters a score; writing them was
+    most of the judge's output), other strings TEXT_LIMIT, lists LIST_LIMIT."""
     def walk(x, name=None):
         if isinstance(x, dict):
             if x.get("type") == "string" and "maxLength" not in x:
-                x = {**x, "maxLength": reason_chars if name == "reason" else TEXT_LIMIT}
+                x = {**x, "maxLength": {"reason": reason_chars, "statement": ECHO_LIMIT}.get(name, TEXT_LIMIT)}
             if x.get("type") == "array" and "maxItems" not in x:
                 x = {**x, "maxItems": LIST_LIMIT}
             out = {}
@@ -92,7 +94,8 @@ class SchemaJudge(InstructorBaseRagasLLM):
         self.max_tokens = max_tokens
         self.timeout = timeout
         self.reason_chars = reason_chars
-        self.identity = f"{identity or name}|reason<={reason_chars}|max_tokens={max_tokens}"
+        self.identity = (f"{identity or name}|max_tokens={max_tokens}|bounds: reason {reason_chars}, statement "
+                         f"{ECHO_LIMIT}, text {TEXT_LIMIT}, list {LIST_LIMIT}")
         self.calls = 0
         self.invalid = 0
         slots = int(getattr(llm, "slots", 1) or 1)
@@ -138,7 +141,18 @@ class SchemaJudge(InstructorBaseRagasLLM):
     async def agenerate(self, prompt, response_model):
         # The sync client in a worker thread, not AsyncOpenAI: an async client's pooled connections belong to the
         # loop that opened them, so every later loop failed with "Connection error" (63 of 192 judgements once).
-        return await asyncio.to_thread(self.generate, prompt, response_model)
+        try:
+            return await asyncio.to_thread(self.generate, prompt, response_model)
+        except asyncio.CancelledError:      # Ctrl-C: do not wait for the calls in flight to finish
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Close the client's connections, so calls in flight fail at once (after Ctrl-C)."""
+        client = getattr(self.llm, "client", None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
 
 
 class FakeJudge(InstructorBaseRagasLLM):

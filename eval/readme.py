@@ -53,8 +53,9 @@ def render_table(m: dict) -> str:
     cols = [p for p in ("tune", "test", "all") if p in parts]
     wall = run.get("wall_seconds")
     lines = [f"From `{_cmd(run)}` on {run['date']} ({run['machine']}; {run['n_questions']} questions of "
-             f"`{run['golden']}`, wall time {_n(wall / 60 if wall else None, 1)} min, the local model "
-             f"{run.get('eval_parallel', 1)} requests at once). Every choice was made on `tune`; `test` chose nothing.",
+             f"`{run['golden']}`, wall time {_n(wall / 60 if wall else None, 1)} min; "
+             f"{run.get('answer_workers', 1)} questions answered at once, {run.get('eval_parallel', 1)} model slots). "
+             "Every choice was made on `tune`; `test` chose nothing.",
              "", "| | " + " | ".join(f"{c} ({parts[c]['n']})" for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
 
@@ -89,8 +90,8 @@ def render_table(m: dict) -> str:
     bits = [f"{name} p50 / p95 {_n(lat[k]['p50'] / 1000, 1)} / {_n(lat[k]['p95'] / 1000, 1)} s"
             for k, name in (("first_token", "first token"), ("total", "total answer time")) if k in lat]
     if bits:
-        lines.append("Per answer, " + "; ".join(bits) + f" (measured while {run.get('eval_parallel', 1)} answers ran at "
-                     "once, so one person asking alone waits less).")
+        lines.append("Per answer, " + "; ".join(bits) + f" (measured while {run.get('answer_workers', 1)} answers ran "
+                     "at once, so one person asking alone waits less).")
     rag = (m.get("answers") or {}).get("ragas")
     if rag:
         st = run.get("stage_seconds") or {}

@@ -245,7 +245,8 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
         from .judge_cache import CACHE_FILE, JudgeCache
 
         cache = JudgeCache(settings.data_dir / "eval" / CACHE_FILE)
-    workers = max(1, settings.eval_parallel)
+    slots = max(1, settings.eval_parallel)
+    workers = max(1, min(settings.eval_answer_workers, slots))
     if progress:
         print(plan_line(settings, items, retrieve_only=retrieve_only, judge=judge, sample=sample, workers=workers,
                         speed=load_speed(settings)), file=sys.stderr)
@@ -349,7 +350,7 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
         try:
             metrics["answers"] = summarise_answers(list(per_q.values()), judge=judge, embedder=pipe.embedder,
                                                    progress=progress, sample=sample, cache=cache,
-                                                   concurrency=max(workers, 1))
+                                                   concurrency=slots)
         finally:
             if cache is not None:
                 cache.close()
@@ -359,7 +360,8 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
         by_part_ragas(metrics, per_q)
     metrics["run"]["stage_seconds"] = {k: round(v, 1) for k, v in stage_s.items()}
     metrics["run"]["wall_seconds"] = round(time.perf_counter() - t_run, 1)
-    metrics["run"]["eval_parallel"] = workers
+    metrics["run"]["eval_parallel"] = slots
+    metrics["run"]["answer_workers"] = workers
     save_speed(settings, metrics)
     write_outputs(out, metrics, list(per_q.values()), lat)
     return metrics

@@ -144,7 +144,7 @@ def test_judge_output_is_bounded_and_each_prompt_kind_keeps_its_slots():
     nli = bound_schema(NLIStatementOutput.model_json_schema(), reason_chars=50)
     assert nli["properties"]["statements"]["maxItems"] == 12
     item = next(iter(nli["$defs"].values()))["properties"]
-    assert item["reason"]["maxLength"] == 50 and item["statement"]["maxLength"] == 400
+    assert item["reason"]["maxLength"] == 50 and item["statement"]["maxLength"] == 120
     assert ContextPrecisionOutput.model_json_schema()["properties"]["reason"].get("maxLength") is None  # a copy
 
     four = slot_plan(4)
