@@ -238,12 +238,13 @@ class Settings(BaseSettings):
         80, ge=10, le=2000, description="Longest 'reason' a local judge may write per verdict (a grammar bound: "
         "reasons never enter a score, and writing them was most of the judge's time).")
     eval_parallel: int = Field(
-        4, ge=1, le=16, description="Slots of the local llama.cpp server during `guides eval`, and judgements made "
-        "at once: each ragas prompt kind is pinned to its own slot, so its long fixed prefix stays cached. Chosen "
-        "from the 1/2/4-slot measurement in eval/MEASUREMENTS.md.")
+        1, ge=1, le=16, description="Slots of the local llama.cpp server during `guides eval`, and judgements made "
+        "at once; with 4 or more, each ragas prompt kind is pinned to its own slot, so its long fixed prefix stays "
+        "cached. 1 by default: the full run with 4 slots and 2 answers at once falsely refused 21 answerable "
+        "questions against 2 with one slot, not yet understood (eval/MEASUREMENTS.md).")
     eval_answer_workers: int = Field(
-        2, ge=1, le=16, description="Questions `guides eval` answers at once (at most eval_parallel): on 2 cores, "
-        "2 answered 1.28x as many per minute as 1, and 4 fewer than 2 (eval/MEASUREMENTS.md).")
+        1, ge=1, le=16, description="Questions `guides eval` answers at once (at most eval_parallel): on 2 cores, "
+        "2 answered 1.28x as many per minute as 1, but see eval_parallel (eval/MEASUREMENTS.md).")
 
     # --- input limits -------------------------------------------------------
     max_question_chars: int = Field(1000, ge=10, le=100_000, description="Longest question accepted, in characters.")

@@ -20,7 +20,7 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1280,1700")
+                  "--disable-dev-shm-usage")
 
 
 @pytest.fixture
@@ -73,23 +73,39 @@ def real_pipeline(real_index, real_embedder):
 
 
 @pytest.fixture
-def browser(tmp_path):
+def make_browser(tmp_path):
+    """A factory of headless Debian chromium drivers, each with its own profile, all quit at teardown; skips,
+    saying how to install it, when chromium is absent."""
     if CHROMIUM is None:
         msg = ("chromium is not installed, so the real-browser test cannot run; install it with "
-               "`apt-get update && apt-get install -y chromium chromium-driver`")
+               "`apt-get update && apt-get install -y chromium chromium-driver` (or `make browser`)")
         print(msg)
         pytest.skip(msg)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for f in CHROMIUM_FLAGS:
-        opts.add_argument(f)
-    opts.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
+    drivers = []
+
+    def make(window: str = "1280,1700", page_load_timeout: float = 60):
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for f in CHROMIUM_FLAGS:
+            opts.add_argument(f)
+        opts.add_argument(f"--window-size={window}")
+        opts.add_argument(f"--user-data-dir={tmp_path / f'chromium-profile-{len(drivers)}'}")
+        d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+        d.set_page_load_timeout(page_load_timeout)
+        drivers.append(d)
+        return d
+
     try:
-        yield driver
+        yield make
     finally:
-        driver.quit()
+        for d in drivers:
+            d.quit()
+
+
+@pytest.fixture
+def browser(make_browser):
+    """One headless chromium driver."""
+    return make_browser()

@@ -17,3 +17,17 @@ def eval_cli_env(guides_copy, fake_settings, monkeypatch):
                  "GUIDES_GUIDES_DIR": str(guides_copy), "GUIDES_RERANKER": "off"}.items():
         monkeypatch.setenv(k, v)
     return s
+
+
+@pytest.fixture
+def failing_nli_judge():
+    """The fake judge, except that every NLI-verdict call fails as an endpoint error would."""
+    from eval.judge import FakeJudge
+
+    class FailingNLI(FakeJudge):
+        def generate(self, prompt, response_model):
+            if response_model.__name__.startswith("NLI"):
+                raise RuntimeError("judge endpoint said 500")
+            return super().generate(prompt, response_model)
+
+    return FailingNLI()

@@ -134,23 +134,16 @@ def test_one_answered_question_with_fake_llm_and_fake_judge(tmp_path, guides_cop
     assert "Answers" in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_judge_failures_are_counted_per_metric_and_named(tmp_path):
+def test_judge_failures_are_counted_per_metric_and_named(tmp_path, failing_nli_judge):
     """A judge that fails is reported (count per metric, the error, the question), never averaged away silently."""
     from eval.answers import ragas_scores
-    from eval.judge import FakeJudge
     from eval.report import render_markdown
     from ingest.embed import HashEmbedder
-
-    class FailingNLI(FakeJudge):
-        def generate(self, prompt, response_model):
-            if response_model.__name__.startswith("NLI"):
-                raise RuntimeError("judge endpoint said 500")
-            return super().generate(prompt, response_model)
 
     records = [{"id": "q1", "kind": "answerable", "question": "What does the KV cache store?",
                 "answer": "The KV cache stores the keys and values of past tokens.", "refused": False,
                 "used_passages": ["The KV cache stores keys and values of past tokens."]}]
-    res = ragas_scores(records, FailingNLI(), HashEmbedder(), progress=False)
+    res = ragas_scores(records, failing_nli_judge, HashEmbedder(), progress=False)
     assert res["judge_failures_by_metric"] == {"faithfulness": 1, "answer_relevancy": 0, "context_precision": 0}
     assert res["judge_failures"] == 1 and math.isnan(res["faithfulness"])
     assert res["judge_errors"][0].startswith("q1: ") and "judge endpoint said 500" in res["judge_errors"][0]

@@ -114,15 +114,9 @@ def test_two_runs_share_one_cache(tmp_path):
     assert j.calls == 0 and again["from_cache"] == 24
 
 
-def test_a_failed_judgement_is_not_cached(tmp_path):
-    class FailingNLI(FakeJudge):
-        def generate(self, prompt, response_model):
-            if response_model.__name__.startswith("NLI"):
-                raise RuntimeError("judge endpoint said 500")
-            return super().generate(prompt, response_model)
-
+def test_a_failed_judgement_is_not_cached(tmp_path, failing_nli_judge):
     cache = JudgeCache(tmp_path / "c.sqlite")
-    res = ragas_scores([rec("a")], FailingNLI(), HashEmbedder(), cache=cache, progress=False)
+    res = ragas_scores([rec("a")], failing_nli_judge, HashEmbedder(), cache=cache, progress=False)
     assert res["judge_failures"] == 1 and len(cache) == 2
     again = ragas_scores([rec("a")], CountingJudge(), HashEmbedder(), cache=cache, progress=False)
     assert again["from_cache"] == 2 and again["faithfulness"] == 1.0       # tried again, and now stored

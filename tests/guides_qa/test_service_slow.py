@@ -239,35 +239,12 @@ def test_two_ingests_while_the_app_answers(small_index, tmp_path, monkeypatch):
 QUESTIONS = ("Why do transformers need positional encodings?",
              "What is LoRA and why is it preferred over full fine-tuning?",
              "What is the KV cache and why does it speed up decoding?")
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1280,1400")
 
 
 @pytest.fixture
-def browsers(tmp_path):
+def browsers(make_browser):
     """Three separate headless chromium instances: three Streamlit sessions."""
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed; `make browser` installs Debian's chromium and chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    drivers = []
-    try:
-        for i in range(3):
-            opts = webdriver.ChromeOptions()
-            opts.binary_location = CHROMIUM
-            for f in FLAGS:
-                opts.add_argument(f)
-            opts.add_argument(f"--user-data-dir={tmp_path / f'profile-{i}'}")
-            d = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
-            d.set_page_load_timeout(120)
-            drivers.append(d)
-        yield drivers
-    finally:
-        for d in drivers:
-            d.quit()
+    return [make_browser(window="1280,1400", page_load_timeout=120) for _ in range(3)]
 
 
 def test_three_browser_sessions_ask_at_once_right_after_start_up(serve, browsers, wait_health):
