@@ -6,7 +6,7 @@ rounds in which ``users`` threads ask different answerable dev questions at once
 
 Run (idle machine)::
 
-    python -m eval.bench_users --slots 1,2,4 --users 3 --rounds 2
+    python -m guides_qa.bench_users --slots 1,2,4 --users 3 --rounds 2
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def measure(slots: int, questions: list[list[str]], users: int, rounds: int) -> 
 def main(argv: list[str] | None = None) -> int:
     from eval.golden import load_golden
 
-    p = argparse.ArgumentParser(prog="python -m eval.bench_users", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m guides_qa.bench_users", description=__doc__.split("\n")[0])
     p.add_argument("--slots", default="1,4", help="comma-separated slot counts (default 1,4)")
     p.add_argument("--users", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
