@@ -231,6 +231,13 @@ class Settings(BaseSettings):
         "24", pattern=r"^(all|[1-9][0-9]*)$",
         description="Answers the ragas judge scores in `guides eval`: a number N (a fixed sample stratified by part "
         "and kind, the same questions every run, see eval.sample) or 'all'. Overridden by --judge-sample.")
+    eval_peer: bool = Field(
+        True, description="`guides eval` also answers with the peer, llama-index's default RetrieverQueryEngine over "
+        "the same retriever and model (eval/peer.py), and reports it beside the project's answers (--no-peer skips it).")
+    peer_sample: str = Field(
+        "24", pattern=r"^(all|[1-9][0-9]*)$",
+        description="Questions the peer answers in `guides eval`: a number N (a fixed sample stratified by part and "
+        "kind, unanswerable ones included, see eval.sample) or 'all'. Overridden by --peer-sample.")
     judge_cache: bool = Field(
         True, description="Reuse judgements stored in <data_dir>/eval/judge_cache.sqlite, keyed by judge, ragas "
         "version, metric, question, answer and contexts (--no-judge-cache judges afresh).")

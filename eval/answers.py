@@ -134,6 +134,7 @@ def deterministic_summary(records: list[dict]) -> dict:
         "facts_on_screen_share": _mean([float(bool(r.get("on_screen"))) for r in ans]),
         "refused_unanswerable": sum(bool(r["refused"]) for r in una),
         "false_refusals": sum(bool(r["refused"]) for r in ans),
+        "wrong_answers": wrong_answers(ans + una),
         "keyword_all_share": _mean([float(r["all_keywords"]) for r in ans]),
         "keyword_recall": _mean([r["keyword_recall"] for r in ans]),
         "citation_verified_share": _mean([float(c["verified"]) for c in cites]),
@@ -143,6 +144,40 @@ def deterministic_summary(records: list[dict]) -> dict:
         "false_refusal_rate_answerable": _mean([float(r["refused"]) for r in ans]),
     }
     return out
+
+
+def wrong_answers(records: list[dict]) -> int:
+    """Answers a reader could take for right that are not: an answerable question answered (not refused) but not
+    correct, or an unanswerable one answered instead of refused."""
+    return sum((not r["refused"]) and (r["kind"] == "unanswerable" or not r["correct"]) for r in records)
+
+
+def answer_seconds(r: dict) -> float | None:
+    """One answer's total time in seconds (the project's timings, or the peer's own clock)."""
+    if "seconds" in r:
+        return r["seconds"]
+    t = (r.get("timings_ms") or {}).get("total")
+    return None if t is None else t / 1000
+
+
+def comparison_summary(records: list[dict]) -> dict:
+    """The figures the project and its peer are compared on, over the same questions (``eval.peer``)."""
+    ans = [r for r in records if r["kind"] != "unanswerable"]
+    una = [r for r in records if r["kind"] == "unanswerable"]
+    secs = sorted(s for s in map(answer_seconds, records) if s is not None)
+    return {
+        "answered_questions": len(records),
+        "answerable": len(ans),
+        "unanswerable": len(una),
+        "correctness": _mean([float(r["correct"]) for r in ans]),
+        "correct_answers": sum(bool(r["correct"]) for r in ans),
+        "wrong_answers": wrong_answers(records),
+        "wrong_share": _mean([float((not r["refused"]) and (r["kind"] == "unanswerable" or not r["correct"]))
+                              for r in records]),
+        "refused_unanswerable": sum(bool(r["refused"]) for r in una),
+        "false_refusals": sum(bool(r["refused"]) for r in ans),
+        "seconds_p50": statistics.median(secs) if secs else float("nan"),
+    }
 
 
 METRICS = ("faithfulness", "answer_relevancy", "context_precision")

@@ -85,6 +85,22 @@ def render_table(m: dict) -> str:
                 lambda a: " / ".join(_n(a["ragas"].get(k), 2) for k in ("faithfulness", "answer_relevancy",
                                                                          "context_precision"))
                 + f" ({a['ragas']['judged']})" if a.get("ragas") else "–"))
+    peer = m.get("peer") or {}
+    if peer.get("by_part"):
+        pcols = [c for c in ("tune", "test", "all") if c in peer["by_part"]]
+        n_ids = len((peer.get("sample") or {}).get("ids", []))
+        lines += ["", f"Against the peer, {peer.get('pipeline')}, on the same {n_ids} questions (a fixed "
+                  "stratified sample): correct / wrong (answered but not right) / unanswerable refused / time per "
+                  "answer p50.", "",
+                  "| | " + " | ".join(f"{c} ({peer['by_part'][c]['ours']['answered_questions']})" for c in pcols) + " |",
+                  "|---|" + "---|" * len(pcols)]
+
+        def cmp_cell(x: dict) -> str:
+            return (f"{x['correct_answers']}/{x['answerable']} / {x['wrong_answers']} / "
+                    f"{x['refused_unanswerable']}/{x['unanswerable']} / {_n(x['seconds_p50'], 1)} s")
+
+        for who, label in (("ours", "this project"), ("peer", "plain llama-index RAG")):
+            lines.append(f"| {label} | " + " | ".join(cmp_cell(peer["by_part"][c][who]) for c in pcols) + " |")
     lines.append("")
     lat = m.get("latency_ms") or {}
     bits = [f"{name} p50 / p95 {_n(lat[k]['p50'] / 1000, 1)} / {_n(lat[k]['p95'] / 1000, 1)} s"

@@ -75,6 +75,8 @@ def render_markdown(m: dict, per_question: list[dict] | None = None) -> str:
                    "answer or in the guides' sentences shown under it without a click.\n")
         rows = [{"_name": part, "n": p["n"], **p["answers"]} for part, p in m["by_part"].items() if "answers" in p]
         out.append(md_table(rows, ["n", *PART_ANS_KEYS], "part"))
+    if m.get("peer"):
+        out.extend(_render_peer(m["peer"], per_question))
     answered = [q for q in per_question or [] if "correct" in q]
     if answered:
         out.append("\n### Per question\n")
@@ -106,6 +108,32 @@ def _render_ragas(r: dict) -> list[str]:
                    f"({', '.join(f'{k}: {v}' for k, v in r['judge_failures_by_metric'].items())}); "
                    "each ragas mean covers only the answers it could score. First errors:\n")
         out.extend(f"- `{e}`" for e in r.get("judge_errors", []))
+    return out
+
+
+PEER_KEYS = ["answerable", "correct_answers", "wrong_answers", "unanswerable", "refused_unanswerable",
+             "false_refusals", "seconds_p50"]
+
+
+def _render_peer(p: dict, per_question: list[dict] | None = None) -> list[str]:
+    """The project beside the peer (plain llama-index RAG), on the same questions, per part."""
+    sp = p.get("sample") or {}
+    out = ["\n## Against the peer: plain llama-index RAG\n",
+           f"Peer: {p.get('pipeline')}. Both answered the same {len(sp.get('ids', []))} questions "
+           f"({sp.get('method', '–')}). Wrong answers: answered but not correct, or an unanswerable question "
+           "answered instead of refused. seconds_p50: total time per answer (the project streams; its first "
+           "token comes earlier).\n"]
+    rows = []
+    for part, both in (p.get("by_part") or {}).items():
+        rows.append({"_name": f"{part}: this project", **both["ours"]})
+        rows.append({"_name": f"{part}: peer", **both["peer"]})
+    out.append(md_table(rows, PEER_KEYS, "part: pipeline"))
+    diff = [q for q in per_question or [] if q.get("peer") and q["peer"]["correct"] != q.get("correct")]
+    if diff:
+        out.append("\nQuestions where exactly one of the two is correct:\n")
+        out.append(md_table([{"_name": q["id"], "part": q["part"], "kind": q["kind"], "ours": q.get("correct"),
+                              "peer": q["peer"]["correct"], "peer_missing": q["peer"]["missing_facts"]}
+                             for q in diff], ["part", "kind", "ours", "peer", "peer_missing"], "id"))
     return out
 
 

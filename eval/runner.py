@@ -66,14 +66,14 @@ def _machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def parse_judge_sample(value: str | int | None) -> int | None:
-    """'all' -> None (judge every answer); a positive number -> that many; anything else is named."""
+def parse_judge_sample(value: str | int | None, *, flag: str = "--judge-sample") -> int | None:
+    """'all' -> None (every answer); a positive number -> that many; anything else is named."""
     v = str(value).strip().lower()
     if v == "all":
         return None
     if v.isdigit() and int(v) > 0:
         return int(v)
-    raise ValueError(f"--judge-sample {value!r}: give a positive number of answers or 'all'.")
+    raise ValueError(f"{flag} {value!r}: give a positive number of questions or 'all'.")
 
 
 SPEED_FILE = "speed.json"
@@ -99,6 +99,8 @@ def save_speed(settings: Settings, metrics: dict) -> None:
     rec["answer_s"] = round(st["answering"] / n, 2) if st.get("answering") and n else prev.get("answer_s")
     fresh = (rag.get("judgements", 0) - rag.get("from_cache", 0)) / 3
     rec["judge_s"] = round(st["judging"] / fresh, 2) if st.get("judging") and fresh >= 1 else prev.get("judge_s")
+    n_peer = ((metrics.get("peer") or {}).get("sample") or {}).get("ids")
+    rec["peer_s"] = round(st["peer"] / len(n_peer), 2) if st.get("peer") and n_peer else prev.get("peer_s")
     rec["retrieval_s"] = round(st["retrieval"] / n, 3) if st.get("retrieval") and n else prev.get("retrieval_s")
     try:
         path = settings.data_dir / "eval" / SPEED_FILE
@@ -111,7 +113,7 @@ def save_speed(settings: Settings, metrics: dict) -> None:
 
 
 def plan_line(settings: Settings, items: list[GoldenItem], *, retrieve_only: bool, judge, sample: int | None,
-              workers: int, speed: dict | None) -> str:
+              workers: int, speed: dict | None, peer_n: int | None = 0) -> str:
     """One line, before any work: what will run and about how long it will take on this machine."""
     kinds: dict[str, int] = {}
     for it in items:
@@ -121,6 +123,8 @@ def plan_line(settings: Settings, items: list[GoldenItem], *, retrieve_only: boo
         parts.append("retrieval only")
     else:
         parts.append(f"answered by {settings.llm}, {workers} at once")
+        n_peer = 0 if peer_n == 0 else len(items) if peer_n is None else min(peer_n, len(items))
+        parts.append(f"the peer (plain llama-index RAG) on {n_peer} of them" if n_peer else "no peer")
         if judge is None:
             parts.append("no ragas judge")
         else:
@@ -131,7 +135,7 @@ def plan_line(settings: Settings, items: list[GoldenItem], *, retrieve_only: boo
     if speed:
         est = len(items) * (speed.get("retrieval_s") or 0)
         if not retrieve_only:
-            est += len(items) * (speed.get("answer_s") or 0)
+            est += len(items) * (speed.get("answer_s") or 0) + n_peer * (speed.get("peer_s") or 0)
             if judge is not None:
                 est += min(len(items), sample or len(items)) * (speed.get("judge_s") or 0)
     if est is None:
@@ -154,15 +158,20 @@ def by_part_ragas(metrics: dict, per_q: dict[str, dict]) -> None:
 
 def run_eval(settings: Settings, golden: Path, *, out: Path, limit: int | None = None, retrieve_only: bool = False,
              pipeline: Pipeline | None = None, judge="settings", progress: bool = True, split: str = "all",
-             judge_sample: str | int | None = None, judge_cache: bool | None = None) -> dict:
+             judge_sample: str | int | None = None, judge_cache: bool | None = None, peer: bool | None = None,
+             peer_sample: str | int | None = None) -> dict:
     """``judge``: a ragas judge, None to skip LLM-judged metrics, or "settings" to load settings.judge.
 
     ``split``: "tune" or "test" runs one part of the golden set (see eval.golden), "all" both.
     ``judge_sample``: answers to judge, a number or "all" (default: settings.judge_sample; with ``limit``,
     "all" judges those questions). ``judge_cache``: reuse stored judgements (default: settings.judge_cache).
+    ``peer``: also answer with the peer (``eval.peer``; default: settings.eval_peer) on ``peer_sample``
+    questions (a number or "all"; default: settings.peer_sample; with ``limit``, "all" answers those).
     The local model runs ``settings.eval_parallel`` requests at once.
     """
     sample = parse_judge_sample(settings.judge_sample if judge_sample is None else judge_sample)
+    use_peer = settings.eval_peer if peer is None else peer
+    peer_n = parse_judge_sample(settings.peer_sample if peer_sample is None else peer_sample, flag="--peer-sample")
     items = select_part(load_golden(golden), split)   # validated before any work
     if limit:
         items = items[:limit]
@@ -172,7 +181,7 @@ def run_eval(settings: Settings, golden: Path, *, out: Path, limit: int | None =
     use_cache = settings.judge_cache if judge_cache is None else judge_cache
     try:
         return _run(settings, golden, items, pipe, out=out, retrieve_only=retrieve_only, judge=judge, progress=progress,
-                    split=split, sample=sample, use_cache=use_cache)
+                    split=split, sample=sample, use_cache=use_cache, peer_n=peer_n if use_peer else 0)
     finally:
         if own:
             pipe.close()
@@ -217,8 +226,38 @@ def by_part(items: list[GoldenItem], runs: dict[str, dict[str, list[str]]], qrel
     return out
 
 
+def run_peer(pipe, items: list[GoldenItem], per_q: dict[str, dict], qrels: dict[str, set[str]], n: int | None, *,
+             progress: bool = True) -> dict:
+    """Answer a fixed stratified sample of ``n`` questions (None: all) with the peer (``eval.peer``); each
+    record gets its answer under "peer"; returns metrics.json's "peer": the peer's figures and the project's
+    on the same questions, overall and per part."""
+    from .answers import comparison_summary
+    from .peer import PEER_PIPELINE, PEER_TOP_K, peer_engine, peer_record
+    from .sample import answered, draw_sample
+
+    chosen, how = draw_sample(list(per_q.values()), n, eligible=answered, what="answered questions (refusals included)")
+    by_id = {it.id: it for it in items}
+    engine = peer_engine(pipe)
+    bar = tqdm(total=len(chosen), desc=f"Peer (plain llama-index RAG, top {PEER_TOP_K})", unit="answer",
+               disable=not progress, file=sys.stderr)
+    for r in chosen:
+        r["peer"] = peer_record(engine, pipe, by_id[r["id"]], qrels.get(r["id"], set()))
+        bar.update(1)
+    bar.close()
+    out = {"pipeline": PEER_PIPELINE, "top_k": PEER_TOP_K, "sample": how}
+    for part in [*PARTS, "all"]:
+        rs = [r for r in chosen if part == "all" or r["part"] == part]
+        if rs:
+            out.setdefault("by_part", {})[part] = {"peer": comparison_summary([r["peer"] for r in rs]),
+                                                   "ours": comparison_summary(rs)}
+    # the contract: the peer's figures at the top level, the project's on the same questions beside them
+    out.update(out["by_part"]["all"]["peer"] if chosen else {})
+    out["ours"] = out["by_part"]["all"]["ours"] if chosen else {}
+    return out
+
+
 def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, split="all", sample=None,
-         use_cache=True) -> dict:
+         use_cache=True, peer_n: int | None = 0) -> dict:
     t_run = time.perf_counter()
     version = pipe.index.refresh()
     if not retrieve_only and judge == "settings":
@@ -249,7 +288,7 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
     workers = max(1, min(settings.eval_answer_workers, slots))
     if progress:
         print(plan_line(settings, items, retrieve_only=retrieve_only, judge=judge, sample=sample, workers=workers,
-                        speed=load_speed(settings)), file=sys.stderr)
+                        speed=load_speed(settings), peer_n=peer_n), file=sys.stderr)
     stage_s: dict[str, float] = {}
     t_stage = time.perf_counter()
     bar = tqdm(total=len(items), desc="Retrieval (3 ablations)", unit="question", disable=not progress,
@@ -302,6 +341,10 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
                 raise
         bar.close()
         stage_s["answering"] = time.perf_counter() - t_stage
+        if peer_n != 0:
+            t_stage = time.perf_counter()
+            peer_summary = run_peer(pipe, items, per_q, qrels, peer_n, progress=progress)
+            stage_s["peer"] = time.perf_counter() - t_stage
 
     retrieval = {}
     for a in ablations:
@@ -343,6 +386,8 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
         "latency_ms": {k: {"n": len(v), "p50": _pct(v, .5), "p95": _pct(v, .95), "max": max(v)}
                        for k, v in lat.items() if v},
     }
+    if not retrieve_only and peer_n != 0:
+        metrics["peer"] = peer_summary
     if not retrieve_only:
         from .answers import summarise_answers
 

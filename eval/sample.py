@@ -54,9 +54,15 @@ def allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
     return quota
 
 
-def draw_sample(records: list[dict], n: int | None) -> tuple[list[dict], dict]:
-    """The records to judge and how they were drawn; ``n`` None judges every judgeable answer."""
-    cands = [r for r in records if judgeable(r)]
+def answered(r: dict) -> bool:
+    return "answer" in r
+
+
+def draw_sample(records: list[dict], n: int | None, *, eligible=judgeable,
+                what: str = "judgeable answers (not refused, with passages)") -> tuple[list[dict], dict]:
+    """The records to judge and how they were drawn; ``n`` None takes every eligible one. ``eligible``
+    and ``what`` name the candidates (the peer's sample takes every answered question, refusals included)."""
+    cands = [r for r in records if eligible(r)]
     strata: dict[str, list[dict]] = {}
     for r in cands:
         strata.setdefault(f"{r.get('part', 'all')}/{r['kind']}", []).append(r)
@@ -64,11 +70,11 @@ def draw_sample(records: list[dict], n: int | None) -> tuple[list[dict], dict]:
         rs.sort(key=lambda r: _order(r["id"]))
     if n is None:
         quota = {k: len(v) for k, v in strata.items()}
-        method = "all judgeable answers (not refused, with passages)"
+        method = f"all {what}"
     else:
         quota = allocate({k: len(v) for k, v in strata.items()}, n)
-        method = (f"fixed sample of {n}, stratified by part and kind in proportion to the judgeable answers (not "
-                  f"refused, with passages), each stratum in the order of sha256('{SAMPLE_SEED}:' + id)")
+        method = (f"fixed sample of {n}, stratified by part and kind in proportion to the {what}, "
+                  f"each stratum in the order of sha256('{SAMPLE_SEED}:' + id)")
     chosen = [r for k in sorted(strata) for r in strata[k][:quota[k]]]
     how = {"method": method, "requested": "all" if n is None else n, "candidates": len(cands),
            "strata": {k: {"judged": quota[k], "of": len(strata[k])} for k in sorted(strata)},

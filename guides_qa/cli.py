@@ -300,6 +300,7 @@ def cmd_eval(args) -> int:
     out = Path(args.out)
     try:
         parse_judge_sample(args.judge_sample or s.judge_sample)
+        parse_judge_sample(args.peer_sample or s.peer_sample, flag="--peer-sample")
     except ValueError as e:
         raise CliError(str(e)) from None
     old = None
@@ -311,7 +312,8 @@ def cmd_eval(args) -> int:
     try:
         metrics = run_eval(s, Path(args.golden), out=out, limit=args.limit, retrieve_only=args.retrieve_only,
                            progress=not args.quiet, split=args.split, judge_sample=args.judge_sample,
-                           judge_cache=False if args.no_judge_cache else None)
+                           judge_cache=False if args.no_judge_cache else None,
+                           peer=False if args.no_peer else None, peer_sample=args.peer_sample)
     except (GoldenError, JudgeCacheError) as e:
         raise CliError(str(e)) from None
     except KeyboardInterrupt:
@@ -380,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--judge-sample", metavar="N|all",
                     help="answers the ragas judge scores: a fixed stratified sample of N, or all (default: setting "
                          "judge_sample, 24)")
+    pe.add_argument("--no-peer", action="store_true",
+                    help="skip the peer (llama-index's default query engine over the same retriever and model)")
+    pe.add_argument("--peer-sample", metavar="N|all",
+                    help="questions the peer answers: a fixed stratified sample of N, or all (default: setting "
+                         "peer_sample, 24)")
     pe.add_argument("--no-judge-cache", action="store_true", help="judge afresh, ignoring stored judgements")
     pe.add_argument("--readme", nargs="?", const="README.md", metavar="FILE",
                     help="after the run, rewrite the measured table of FILE (default README.md) from metrics.json")

@@ -132,6 +132,68 @@ def test_one_answered_question_with_fake_llm_and_fake_judge(tmp_path, guides_cop
     assert m["by_part"]["all"]["answers"]["correctness"] == a["correctness"]
     assert "first_token" in m["latency_ms"] or q[0]["refused"]
     assert "Answers" in (tmp_path / "out" / "report.md").read_text()
+    # the peer (plain llama-index RAG, same retriever and model) answered the same questions, side by side
+    peer = m["peer"]
+    assert "RetrieverQueryEngine" in peer["pipeline"] and sorted(peer["sample"]["ids"]) == ["q", "u"]
+    for k in ("correctness", "correct_answers", "answered_questions", "refused_unanswerable", "false_refusals",
+              "wrong_answers", "seconds_p50"):
+        assert k in peer and k in peer["ours"]
+    assert peer["answered_questions"] == peer["ours"]["answered_questions"] == 2
+    assert peer["ours"]["correct_answers"] == a["correct_answers"]
+    assert {r["id"] for r in q if "peer" in r} == {"q", "u"}
+    assert q[0]["peer"]["answer"] and q[0]["peer"]["chunk_ids"]
+    assert q[1]["peer"]["correct"] == q[1]["peer"]["refused"]
+    assert "Against the peer: plain llama-index RAG" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_eval_without_the_peer_has_no_peer_row(tmp_path, guides_copy, fake_settings):
+    from eval.runner import run_eval
+    from guides_qa.pipeline import Pipeline
+    from ingest.embed import HashEmbedder
+    from ingest.pipeline import run_ingest
+
+    s = fake_settings(guides_copy, judge="off")
+    run_ingest(s, embedder=HashEmbedder(), progress=False)
+    pipe = Pipeline(s, embedder=HashEmbedder())
+    try:
+        m = run_eval(s, REPO / "eval" / "golden.jsonl", out=tmp_path / "out", pipeline=pipe, progress=False,
+                     limit=8, peer=False)
+        assert "peer" not in m and "peer" not in m["run"]["stage_seconds"]
+        m = run_eval(s, REPO / "eval" / "golden.jsonl", out=tmp_path / "out2", pipeline=pipe, progress=False,
+                     limit=8, peer_sample=3)
+    finally:
+        pipe.close()
+    assert len(m["peer"]["sample"]["ids"]) == 3 and m["peer"]["ours"]["answered_questions"] == 3
+
+
+@pytest.mark.parametrize("reply,declined", [
+    ("The context does not provide information about the capital of Mongolia.", True),
+    ("The provided context doesn't mention Mongolia.", True),
+    ("This is not mentioned in the given context.", True),
+    ("There is no information about that in the context.", True),
+    ("I don't know.", True),
+    ("LoRA freezes the weights. The context does not say how fast it is.", False),   # a right answer first
+    ("The KV cache stores keys and values.", False),
+])
+def test_peer_refusals_are_read_from_its_first_sentence(reply, declined):
+    from eval.peer import peer_declined
+
+    assert peer_declined(reply) is declined
+
+
+def test_readme_table_shows_the_peer_beside_the_project():
+    from eval.readme import render_table
+
+    both = {"answered_questions": 4, "answerable": 3, "unanswerable": 1, "correct_answers": 2, "wrong_answers": 1,
+            "refused_unanswerable": 1, "seconds_p50": 7.25}
+    peer = {**both, "correct_answers": 3, "wrong_answers": 1, "refused_unanswerable": 0, "seconds_p50": 9.0}
+    m = {"run": {"date": "d", "machine": "m", "golden": "g", "n_questions": 4, "wall_seconds": 60},
+         "by_part": {"all": {"n": 4, "kinds": {}, "retrieval": {}}},
+         "peer": {"pipeline": "plain", "sample": {"ids": list("abcd")},
+                  "by_part": {"all": {"ours": both, "peer": peer}}}}
+    t = render_table(m)
+    assert "| this project | 2/3 / 1 / 1/1 / 7.2 s |" in t
+    assert "| plain llama-index RAG | 3/3 / 1 / 0/1 / 9.0 s |" in t
 
 
 def test_judge_failures_are_counted_per_metric_and_named(tmp_path, failing_nli_judge):

@@ -172,8 +172,10 @@ def test_judge_sample_argument_is_checked():
 
     assert parse_judge_sample("all") is None and parse_judge_sample("30") == 30 and parse_judge_sample(5) == 5
     for bad in ("0", "-3", "some", ""):
-        with pytest.raises(ValueError, match="positive number of answers or 'all'"):
+        with pytest.raises(ValueError, match="--judge-sample .*positive number of questions or 'all'"):
             parse_judge_sample(bad)
+    with pytest.raises(ValueError, match="--peer-sample 'x'"):
+        parse_judge_sample("x", flag="--peer-sample")
 
 
 def test_readme_table_is_written_from_metrics_between_the_markers(tmp_path):
