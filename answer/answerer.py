@@ -22,18 +22,24 @@ citation markers attached (or the refusal), which a UI shows once the stream end
 
 from __future__ import annotations
 
+import os
+import platform
 import re
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+from answer.budget import (OVERHEAD_TOKENS, SPEED_FILE, EvidenceBudget, fixed_budget, measure_prefill,
+                           remembered_prefill, size_budget)
 from answer.check import AnswerCheck, CheckCall
 from answer.citations import Citation, attribute, short_answer_grounded, strip_echoed_headers
 from answer.evidence import (Quote, best_evidence, is_statement, quote_coverage, score_sentences, select_sentences,
                              span_lines)
-from core.llm import LLM
-from answer.prompt import (ANSWER_PREFILL, NOT_COVERED, Dropped, Passage, PromptTooLong, build_prompt,
-                           check_injection, passage_has_injection)
+from core.llm import LLM, count_messages_tokens
+from answer.prompt import (ANSWER_PREFILL, NOT_COVERED, SYSTEM_PROMPT, Dropped, Passage, PromptTooLong,
+                           build_prompt, check_injection, passage_has_injection)
 from answer.refusal import RefusalGate, model_declined, refusal_text
 from answer.rewrite import Rewrite
 from answer.verify import CONTRADICTED, TOO_SHORT, UNVERIFIED, VERIFIED
@@ -84,6 +90,11 @@ class Checking:
     sentences: int
 
 
+# The measured evidence budget, once per model object (every Answerer over the same LLM shares it).
+_BUDGETS: "weakref.WeakKeyDictionary[object, tuple[tuple, EvidenceBudget]]" = weakref.WeakKeyDictionary()
+_BUDGET_LOCK = threading.Lock()
+
+
 @dataclass
 class AnswerResult:
     question: str
@@ -108,6 +119,7 @@ class AnswerResult:
     span_status: str | None = None                # the status the span verifier alone gave, before the check
     coverage: float | None = None                 # share of the best evidence sentences' words the answer states
     left_out: list[dict] = field(default_factory=list)   # best evidence sentences an INCOMPLETE answer leaves out
+    evidence_budget: EvidenceBudget | None = None        # the evidence tokens the model could read, and why
 
     @property
     def evidence(self) -> list[dict]:
@@ -147,6 +159,7 @@ class AnswerResult:
             "span_status": self.span_status,
             "coverage": None if self.coverage is None else round(self.coverage, 3),
             "left_out": self.left_out,
+            "evidence_budget": self.evidence_budget.to_json() if self.evidence_budget else None,
             "signals": self.signals,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }
@@ -189,6 +202,32 @@ class Answerer:
 
     # ------------------------------------------------------------------ budget
     @property
+    def evidence_budget(self) -> EvidenceBudget:
+        """Evidence tokens per answer: measured once per model (answer.budget), or answer_context_tokens."""
+        s = self.settings
+        if s.answer_context_budget == "fixed" or s.answer_context != "sentences":
+            return fixed_budget(s.answer_context_tokens, "answer_context_budget=fixed" if s.answer_context_budget
+                                == "fixed" else "answer_context=passages: whole passages, no sentence budget")
+        with _BUDGET_LOCK:
+            got = _BUDGETS.get(self.llm)
+            if got is None or got[0] != (s.answer_first_token_s, s.answer_context_tokens):
+                if getattr(self.llm, "prefill_tokens_per_s", "measure") != "measure":
+                    speed = measure_prefill(self.llm)         # declared (the fake's simulated speed), not stored
+                else:
+                    key = "|".join(str(x) for x in (s.llm, s.llm_model, s.llm_base_url, s.llm_threads, os.cpu_count(),
+                                                    platform.machine()))
+                    speed, _ = remembered_prefill(self.llm, s.data_dir / "logs" / SPEED_FILE, key)
+                if speed is None:
+                    b = fixed_budget(s.answer_context_tokens, f"{getattr(self.llm, 'name', 'this model')} has no "
+                                     "measurable reading speed: answer_context_tokens")
+                else:
+                    system = count_messages_tokens(self.llm, [{"role": "system", "content": SYSTEM_PROMPT}])
+                    b = size_budget(speed, target_s=s.answer_first_token_s, floor=s.answer_context_tokens,
+                                    cap=self.prompt_budget - system - OVERHEAD_TOKENS)
+                got = _BUDGETS[self.llm] = ((s.answer_first_token_s, s.answer_context_tokens), b)
+            return got[1]
+
+    @property
     def prompt_budget(self) -> int:
         """Hard limit on prompt tokens: the context window minus the longest answer."""
         return self.llm.context_window - self.settings.llm_max_answer_tokens
@@ -198,7 +237,11 @@ class Answerer:
         """Soft limit on prompt tokens: settings.answer_prompt_tokens, else the backend's default."""
         if self.settings.answer_prompt_tokens is not None:
             return self.settings.answer_prompt_tokens
-        return getattr(self.llm, "default_prompt_budget", None)
+        base = getattr(self.llm, "default_prompt_budget", None)
+        if base is None:
+            return None
+        # a measured evidence budget above the floor widens the latency cap by as much
+        return base + max(0, self.evidence_budget.tokens - self.settings.answer_context_tokens)
 
     # ------------------------------------------------------------------ answering
     def stream(self, question: str, hits: Sequence[Hit], *, history: Sequence[str] = (),
@@ -244,12 +287,13 @@ class Answerer:
             yield res
             return
 
+        budget = result.evidence_budget = self.evidence_budget     # measured once per model, before the clock
         t_sel = time.perf_counter()
         top = hits[:s.answer_passages]
         excerpts = None
         if s.answer_context == "sentences":
             sel = select_sentences(asked, top, count_tokens=self.llm.count_tokens,
-                                   budget_tokens=s.answer_context_tokens, embedder=self.embedder)
+                                   budget_tokens=budget.tokens, embedder=self.embedder)
             excerpts, best, lead = sel.excerpts, sel.best, sel.quotes
         else:
             lead = score_sentences(asked, top[:1], embedder=self.embedder)

@@ -275,6 +275,7 @@ class FakeLLM:
 
     name = "fake"
     default_prompt_budget: int | None = None
+    prefill_tokens_per_s: float | None = None   # a simulated reading speed (answer.budget); None: not measurable
     RULES = ("echo", "refuse", "offtopic")
     OFFTOPIC = "Bananas ripen faster next to apples because apples release ethylene gas [1]."
 

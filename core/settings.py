@@ -172,7 +172,15 @@ class Settings(BaseSettings):
         "question, in their order, within answer_context_tokens) or 'passages' (whole passages).")
     answer_context_tokens: int = Field(
         200, ge=32, le=100_000, description="Budget in LLM tokens for the passage text the LLM reads when "
-        "answer_context='sentences'; the best sentence of the best passage is always kept.")
+        "answer_context='sentences' (with answer_context_budget='auto', the floor of the measured budget); the "
+        "best sentence of the best passage is always kept.")
+    answer_context_budget: Literal["auto", "fixed"] = Field(
+        "auto", description="'auto': at warm-up, measure how fast the model reads a prompt and size the evidence "
+        "budget so its first token lands within answer_first_token_s, never below answer_context_tokens "
+        "(answer/budget.py); 'fixed': always answer_context_tokens.")
+    answer_first_token_s: float = Field(
+        3.0, gt=0, le=120, description="The wait for the first token the 'auto' evidence budget aims at: the "
+        "seconds the model may spend reading the question, the headers and the evidence.")
     answer_loop_ngram: int = Field(
         8, ge=3, le=64, description="Stop generating when the last this-many words repeat earlier words of the "
         "answer (a repetition loop); the repeat is cut from the answer.")

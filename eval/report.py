@@ -48,6 +48,9 @@ def render_markdown(m: dict, per_question: list[dict] | None = None) -> str:
     if w.get("passages"):
         out.append(f"- reranker warm-up before the questions (as the app does at start-up): {w['passages']} passages "
                    f"in {_fmt(w.get('seconds'))} s, not counted in the latencies below")
+    eb = m["run"].get("evidence_budget")
+    if eb:
+        out.append(f"- evidence budget: {eb['tokens']} tokens of the guides per answer ({eb['rule']}: {eb['why']})")
     if m.get("answers"):
         out.append(f"- judge: **{m['answers'].get('judge', 'none')}** (ragas scores are comparable only under the same judge)")
     out.append("\n## Retrieval (answerable + follow-up questions)\n")

@@ -316,6 +316,9 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
     if not retrieve_only:
         from .answers import answer_record
 
+        budget = pipe.answerer.evidence_budget          # measured once, before the first answer's clock starts
+        if progress:
+            print(f"Evidence budget: {budget.tokens} tokens ({budget.why}).", file=sys.stderr)
         # Questions are answered ``workers`` at once: the local server decodes its slots in one batch, and each
         # answer's own latencies (first token, total) are what a user sees when that many ask at once.
         t_stage = time.perf_counter()
@@ -374,6 +377,7 @@ def _run(settings, golden, items, pipe, *, out, retrieve_only, judge, progress, 
                 "retrieve_only": retrieve_only,
                 "judge_sample": None if retrieve_only or judge is None else ("all" if sample is None else sample),
                 "reranker_warmup": {"passages": warmed, "seconds": round(warm_s, 2)},
+                "evidence_budget": None if retrieve_only else pipe.answerer.evidence_budget.to_json(),
                 "settings_summary": f"embed={settings.embed_model}, fusion={settings.fusion}, "
                                     f"prefetch={settings.prefetch_limit}, reranker={settings.reranker}, "
                                     f"candidates={settings.rerank_candidates}, llm={settings.llm}"},

@@ -90,6 +90,7 @@ class AskResult:
             "evidence": a.evidence,
             "coverage": a.coverage,
             "left_out": a.left_out,
+            "evidence_budget": a.evidence_budget.to_json() if a.evidence_budget else None,
             "raw_answer": a.raw_answer,
             "warnings": a.warnings,
             "contexts": [h.to_json() for h in self.hits],

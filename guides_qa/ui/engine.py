@@ -296,6 +296,9 @@ class Engine:
                  ("index", lambda: self.index(settings).refresh(), has_index),
                  ("reranker", lambda: self.reranker(settings), None),
                  ("LLM", start_llm, None),
+                 # how fast the model reads, so the evidence budget fits the first-token target (answer/budget.py)
+                 ("evidence budget", lambda: log.info("evidence budget: %s",
+                                                      self.pipeline(settings).answerer.evidence_budget.why), None),
                  ("reranker passage cache", lambda: self._warm_passages(settings), has_index))
 
         def run_step(name: str, fn, skip_if) -> None:

@@ -260,6 +260,7 @@ def test_app_answers_exactly_as_the_cli(app_env, new_app, fake_kind, question, c
     app_env()
     assert cli.main(["ask", "--json", question]) == 0          # first: the CLI closes the index when done
     want = json.loads(capsys.readouterr().out)
+    assert want["evidence_budget"]["rule"] == "fixed"          # the fakes have no reading speed to measure
 
     at = new_app().run()
     at.chat_input[0].set_value(question).run()
