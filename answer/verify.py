@@ -77,7 +77,7 @@ _NAME = re.compile(r"(?<![\w-])(?:[A-Za-z]*[a-z][A-Z][A-Za-z0-9-]*|[A-Z][A-Z0-9]
 def number_key(token: str) -> str:
     """'12.9 billion' -> '12.9b', '4-bit' -> '4bit', '1,000' -> '1000', '87.5 %' -> '87.5%', 'FP16' -> 'fp16'."""
     t = normalise(token).casefold().replace("×", "x")
-    t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)
+    t = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", t)     # '10,000x' -> '10000x' (a unit may follow)
     m = re.match(r"^(.*?\d)\s?-?\s?([a-z%]+)$", t)
     if m and m.group(2) in _UNITS and not re.search(r"[a-z]", m.group(1)):
         return m.group(1) + _UNITS[m.group(2)]
@@ -539,6 +539,15 @@ def align(sentence: str, passage: str, header: str = "") -> Alignment:
 _CLAUSE_BREAK = re.compile(r"[,;]|\b(?:while|whereas|but|and)\b", re.I)
 
 
+def _item_head(line: str) -> str:
+    """The part of a list item that names it: its label before a colon, else its first three words."""
+    body = LIST_ITEM.sub("", line, count=1)
+    label, colon, _ = body.partition(":")
+    if colon and len(label.split()) <= 6:
+        return label
+    return " ".join(body.split()[:3])
+
+
 def _crossed_items(sentence: str, s_names: dict[str, str], span: str) -> tuple[list[str], list[str]]:
     """For a sentence naming several list items of ``span`` (one line each), the first name whose clause says what
     another named item's line says: "AWQ minimizes reconstruction error, while GPTQ protects salient weights"
@@ -546,7 +555,9 @@ def _crossed_items(sentence: str, s_names: dict[str, str], span: str) -> tuple[l
     lines = [ln for ln in span.split("\n") if LIST_ITEM.match(ln)]        # items only: prose names many things
     own = {}
     for k, v in s_names.items():
-        at = [ln for ln in lines if _mentions(ln, v)]
+        # an item's own name leads it ("- **AWQ**: ...", "- GPTQ protects ..."); a name further in (the "GPU" of
+        # "- Benefit: ... GPU memory") is something the item mentions, not the item
+        at = [ln for ln in lines if _mentions(_item_head(ln), v)]
         if len(at) == 1:
             own[k] = at[0]
     if len(set(own.values())) < 2:

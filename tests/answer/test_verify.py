@@ -122,3 +122,21 @@ def test_a_sentence_copied_from_the_passage_verifies_even_with_characters_nfkc_r
     sentence = ("**Q15: What is LoRA?** … - **Problem:** Full fine-tuning updates all parameters (e.g., 7B or 175B), "
                 "which is computationally expensive.")
     assert align(sentence, passage).status == VERIFIED
+
+
+def test_a_thousands_comma_before_a_unit_is_one_number():
+    from answer.verify import number_key
+
+    assert number_key("10,000x") == "10000x" == number_key("10000x") and number_key("1,000") == "1000"
+    assert number_key("1,2345") == "1,2345"                     # not a thousands separator
+
+
+def test_a_word_inside_a_list_item_is_not_the_items_name():
+    """Issue 21: 'GPU' in the Benefit item does not make LoRA's benefit someone else's."""
+    passage = ("**Q15: What is LoRA (Low-Rank Adaptation)?**\n\n**Expected Answer:**\n"
+               "- **Problem:** Full fine-tuning updates all parameters.\n"
+               "- **LoRA Solution:** Freezes the pre-trained weights and injects trainable rank decomposition matrices.\n"
+               "- **Benefit:** Reduces the number of trainable parameters by 10,000x and GPU memory requirement by 3x.")
+    assert align("LoRA cuts trainable parameters by 10,000x and GPU memory requirement by 3x.", passage).verified
+    wrong = align("LoRA cuts trainable parameters by 100x and GPU memory requirement by 3x.", passage)
+    assert wrong.status == CONTRADICTED and wrong.reasons == ["the passage says 10,000x, not 100x"]
