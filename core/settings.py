@@ -239,6 +239,13 @@ class Settings(BaseSettings):
         "24", pattern=r"^(all|[1-9][0-9]*)$",
         description="Answers the ragas judge scores in `guides eval`: a number N (a fixed sample stratified by part "
         "and kind, the same questions every run, see eval.sample) or 'all'. Overridden by --judge-sample.")
+    practice_profile: str = Field(
+        "default", min_length=1, max_length=64, pattern=r"^[\w .-]+$",
+        description="Whose practice history and schedule `guides practice` and the Practice page use.")
+    practice_grader: Literal["lexical", "embed"] = Field(
+        "lexical", description="How practice answers are graded: 'lexical' (the key point's words, stemmed) or "
+        "'embed' (also the embedder's similarity, so other words count; loads the embedding model). "
+        "Measured on tests/practice/fixtures/grades.jsonl: practice/MEASUREMENTS.md.")
     eval_peer: bool = Field(
         True, description="`guides eval` also answers with the peer, llama-index's default RetrieverQueryEngine over "
         "the same retriever and model (eval/peer.py), and reports it beside the project's answers (--no-peer skips it).")

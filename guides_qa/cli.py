@@ -1,4 +1,4 @@
-"""The `guides` command: ingest, ask, serve, eval."""
+"""The `guides` command: ingest, ask, serve, eval, practice."""
 
 from __future__ import annotations
 
@@ -43,6 +43,118 @@ def cmd_ingest(args) -> int:
         print(f"error: no chunks were indexed; add .md/.markdown/.txt guides to {s.guides_dir}", file=sys.stderr)
         return 1
     return 0
+
+
+def _practice_grader(s):
+    """The grader the settings choose: lexical alone, or with the embedder's similarity."""
+    from practice.grade import grade
+
+    embedder = None
+    if s.practice_grader == "embed":
+        from ingest.embed import load_embedder
+
+        embedder = load_embedder(s.embed_model)
+    return lambda entry, answer: grade(entry, answer, embedder=embedder)
+
+
+def _print_grade(g) -> None:
+    print(f"\nScore: {g.score:.0%}  ({len(g.covered)} of {len(g.points)} points covered"
+          + (f", {len(g.contradicted)} contradicted" if g.contradicted else "") + ")"
+          + (f"  [{g.note}]" if g.note else ""))
+    for p in g.covered:
+        print(f"  ✓ {p.point.text}")
+    for p in g.contradicted:
+        print(f"  ✗ {p.point.text}  ({line_range(p.point.lines)})\n      {p.reason}")
+    for p in g.missed:
+        print(f"  · missed: {p.point.text}  ({line_range(p.point.lines)})")
+    print(f"Reference: {g.entry.guide}, {line_range(g.entry.answer_lines)}")
+
+
+def cmd_practice(args) -> int:
+    import time as _time
+
+    from ingest.bank import BankError
+    from practice import find_entry, load_bank, store_path
+    from practice.schedule import PracticeStore, PracticeStoreError, filter_entries
+
+    s = _settings(args)
+    profile = args.profile or s.practice_profile
+    try:
+        bank = filter_entries(load_bank(s), guide=args.guide, section=args.section)
+        if not bank:
+            raise BankError(f"No practice question matches --guide {args.guide!r} / --section {args.section!r}; "
+                            "`guides practice list` shows them all.")
+        if args.pcmd == "list":
+            for e in bank:
+                if args.json:
+                    print(json.dumps({"id": e.id, "question": e.question, "guide": e.guide, "section": e.section,
+                                      "lines": list(e.answer_lines)}, ensure_ascii=False))
+                else:
+                    print(f"{e.id}  {e.question}  ({e.guide}, {line_range(e.answer_lines)})")
+            return 0
+        store = PracticeStore(store_path(s))
+        try:
+            if args.pcmd == "stats":
+                c = store.counts(profile, bank)
+                if args.json:
+                    print(json.dumps({"profile": profile, **c}))
+                else:
+                    print(f"Profile {profile!r}: {c['questions']} questions, {c['seen']} seen, {c['due']} due now, "
+                          f"{c['new']} new, {c['mastered']} mastered.")
+                return 0
+            grader = _practice_grader(s)
+            if args.pcmd == "grade":
+                entry = find_entry(bank, args.id)
+                answer = sys.stdin.read() if args.answer == "-" else args.answer
+                if answer is None:
+                    raise CliError("give the answer with --answer TEXT, or --answer - to read it from standard input.")
+                t0 = _time.perf_counter()
+                g = grader(entry, answer)
+                ms = (_time.perf_counter() - t0) * 1000
+                if not args.no_record:
+                    store.record(profile, g)
+                if args.json:
+                    print(json.dumps({**g.to_json(), "grade_ms": round(ms, 1)}, ensure_ascii=False))
+                else:
+                    _print_grade(g)
+                return 0
+            return _drill(bank, store, profile, grader)
+        finally:
+            store.close()
+    except (BankError, PracticeStoreError) as e:
+        raise CliError(str(e)) from None
+
+
+def _drill(bank, store, profile, grader) -> int:
+    """The interactive drill: a due (or new) question, the person's answer, the grade, the next."""
+    import time as _time
+
+    c = store.counts(profile, bank)
+    print(f"Practice ({profile}): {c['due']} due, {c['new']} new, {c['mastered']} mastered of {c['questions']}. "
+          "Answer in your own words; an empty line ends the answer; Ctrl-D quits.")
+    done = 0
+    try:
+        while True:
+            queue = store.due(profile, bank)
+            if not queue:
+                print("Nothing is due: come back tomorrow, or pick a guide with --guide.")
+                return 0
+            e = queue[0]
+            print(f"\n[{e.section}]\n{e.question}")
+            lines = []
+            while True:
+                line = input("> " if not lines else "  ")
+                if not line.strip():
+                    break
+                lines.append(line)
+            g = grader(e, "\n".join(lines))
+            slot = store.record(profile, g)
+            _print_grade(g)
+            print(f"Next time: in {max(1, round((slot.due - _time.time()) / 86400))} day(s).")
+            done += 1
+    except (EOFError, KeyboardInterrupt):
+        print(f"\n{done} answered this session; your progress is saved.")
+        return 0
 
 
 def _read_batch(path: str) -> list[dict]:
@@ -411,6 +523,22 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--json", action="store_true", help="one JSON object: build_s, open_s, rss_mb, p50_ms, p95_ms")
     pb.set_defaults(func=cmd_bench_index)
 
+    pr = sub.add_parser("practice", parents=[common],
+                        help="drill the guides' own interview questions (graded against the guide's answer)")
+    pr.add_argument("--profile", help="whose history and schedule (default: setting practice_profile)")
+    pr.add_argument("--guide", help="only questions of this guide (its file name or a part of it)")
+    pr.add_argument("--section", help="only questions whose section path contains this")
+    pr.set_defaults(func=cmd_practice, pcmd="drill")
+    prs = pr.add_subparsers(dest="pcmd")
+    prl = prs.add_parser("list", help="the questions: id, question, guide, section, lines")
+    prl.add_argument("--json", action="store_true", help="one JSON object per line")
+    prg = prs.add_parser("grade", help="grade one answer to question ID")
+    prg.add_argument("id", help="a question id (from `guides practice list`)")
+    prg.add_argument("--answer", help="the answer; '-' reads it from standard input")
+    prg.add_argument("--json", action="store_true", help="one JSON object")
+    prg.add_argument("--no-record", action="store_true", help="do not store the attempt in the schedule")
+    prt = prs.add_parser("stats", help="due, new and mastered counts")
+    prt.add_argument("--json", action="store_true", help="one JSON object")
     pf = sub.add_parser("feedback", help="feedback people gave in the app").add_subparsers(dest="fcmd", required=True)
     px = pf.add_parser("export", parents=[common], help="write the feedback log as JSONL or CSV")
     px.add_argument("out", nargs="?", default="-", help="output file ('-' = stdout)")

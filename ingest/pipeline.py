@@ -32,6 +32,7 @@ from .embed import Embedder, load_embedder
 from .reader import RawGuide, Skipped, find_guides, read_guide
 from .backends import IndexBackend
 from .store import IndexLayout, eta, index_spec, start_version, write_index
+from .bank import BANK_FILE, BANK_FORMAT, build_bank, write_bank
 from .structure import parse_guide
 
 # Bump when cleaning, structure recovery or chunking code changes what chunks come out.
@@ -55,6 +56,7 @@ class IngestSummary:
     version: str | None = None
     token_stats: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+    practice: dict = field(default_factory=dict)     # questions per guide in the practice bank (practice/bank.py)
 
     def render(self) -> str:
         lines = []
@@ -77,6 +79,9 @@ class IngestSummary:
                 t = self.token_stats
                 lines.append(f"Chunk size (word-pieces incl. heading context): min {t['min']}, median {t['median']}, max {t['max']} (window {t['window']})")
             lines.append(f"Index version: {self.version}")
+        if self.practice:
+            lines.append(f"Practice bank: {sum(self.practice.values())} questions ("
+                         + ", ".join(f"{g} {n}" for g, n in self.practice.items()) + ")")
         lines.append("Seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in self.seconds.items()))
         return "\n".join(lines)
 
@@ -241,6 +246,10 @@ def run_ingest(
                 for c in chunks:
                     f.write(json.dumps(c.to_payload(), ensure_ascii=False) + "\n")
             np.save(path / "vectors.npy", vectors)
+            # The practice bank: the guides' own questions, published with the index in the same atomic step.
+            bank = build_bank([(g.rel, clean_text(g.text)[0]) for g in guides])
+            write_bank(path / BANK_FILE, bank)
+            summary.practice = {rel: sum(e.guide == rel for e in bank) for rel in files}
             sizes = [c.n_tokens for c in chunks]
             summary.token_stats = (
                 {"min": min(sizes), "median": int(statistics.median(sizes)), "max": max(sizes), "window": max_tokens}
@@ -263,6 +272,8 @@ def run_ingest(
                 "qdrant_url": settings.qdrant_url,
                 "collection": layout.collection_name(vid),
                 "index": index_info,
+                "practice": {"file": BANK_FILE, "questions": len(bank), "by_guide": summary.practice,
+                             "format": BANK_FORMAT},
             }
         # The timings go into meta.json for the eval report, before publishing: nothing writes to a published version.
         summary.seconds["total"] = time.perf_counter() - t_total
@@ -295,6 +306,8 @@ def _index_rebuild_reason(settings: Settings, current) -> str | None:
     why = current.outdated_reason() or current.backend_mismatch(settings)
     if why:
         return why
+    if (current.meta.get("practice") or {}).get("format") != BANK_FORMAT:
+        return "the version has no practice question bank of the current format"
     info = current.index_info
     want = index_spec(settings, "", info.get("dim", 0), current.meta.get("n_chunks", 0))
     if info.get("dense_index") != want.dense_index:
