@@ -35,6 +35,10 @@ def _frac(k, n) -> str:
     return "–" if k is None or not n else f"{k}/{n} ({k / n:.3f})"
 
 
+def _count(n, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _cmd(run: dict) -> str:
     parts = ["guides eval"]
     sp = (run.get("split") or {}).get("part", "all")
@@ -54,7 +58,8 @@ def render_table(m: dict) -> str:
     wall = run.get("wall_seconds")
     lines = [f"From `{_cmd(run)}` on {run['date']} ({run['machine']}; {run['n_questions']} questions of "
              f"`{run['golden']}`, wall time {_n(wall / 60 if wall else None, 1)} min; "
-             f"{run.get('answer_workers', 1)} questions answered at once, {run.get('eval_parallel', 1)} model slots). "
+             f"{_count(run.get('answer_workers', 1), 'question')} answered at once, "
+             f"{_count(run.get('eval_parallel', 1), 'model slot')}). "
              "Every choice was made on `tune`; `test` chose nothing.",
              "", "| | " + " | ".join(f"{c} ({parts[c]['n']})" for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
@@ -106,8 +111,14 @@ def render_table(m: dict) -> str:
     bits = [f"{name} p50 / p95 {_n(lat[k]['p50'] / 1000, 1)} / {_n(lat[k]['p95'] / 1000, 1)} s"
             for k, name in (("first_token", "first token"), ("total", "total answer time")) if k in lat]
     if bits:
-        lines.append("Per answer, " + "; ".join(bits) + f" (measured while {run.get('answer_workers', 1)} answers ran "
-                     "at once, so one person asking alone waits less).")
+        workers = run.get("answer_workers", 1)
+        how = ("one question at a time" if workers == 1
+               else f"measured while {workers} answers ran at once, so one person asking alone waits less")
+        eb = run.get("evidence_budget") or {}
+        if eb.get("prefill_tok_s"):
+            how += (f"; the model read {eb['prefill_tok_s']:g} prompt tokens/s, so the evidence budget was "
+                    f"{eb['tokens']} tokens")
+        lines.append("Per answer, " + "; ".join(bits) + f" ({how}).")
     rag = (m.get("answers") or {}).get("ragas")
     if rag:
         st = run.get("stage_seconds") or {}

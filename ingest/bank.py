@@ -117,7 +117,7 @@ def key_points(lines: list[str], first: int) -> list[Point]:
         lo, hi = para[0][0], para[-1][0]
         for a, b in sentence_spans(text):
             s = plain(text[a:b])
-            if len(s.split()) >= 3:
+            if len(s.split()) >= 3 and not s.rstrip().endswith(":"):     # "Common metrics include:" leads in
                 points.append(Point(s, (first + lo, first + hi), "sentence"))
         para.clear()
 
