@@ -128,7 +128,8 @@ def render_table(m: dict) -> str:
                      "absolute values.")
     lines.append("Full report: `eval/runs/latest/report.html`; how each figure is defined and earlier runs: "
                  "[`eval/MEASUREMENTS.md`](eval/MEASUREMENTS.md), [`answer/MEASUREMENTS.md`](answer/MEASUREMENTS.md), "
-                 "[`retrieval/RERANK_MEASUREMENTS.md`](retrieval/RERANK_MEASUREMENTS.md).")
+                 "[`retrieval/RERANK_MEASUREMENTS.md`](retrieval/RERANK_MEASUREMENTS.md), "
+                 "[`practice/MEASUREMENTS.md`](practice/MEASUREMENTS.md).")
     if len(lines) > MAX_LINES:
         raise ReadmeError(f"the measured table would be {len(lines)} lines, over {MAX_LINES}")
     return "\n".join(lines)

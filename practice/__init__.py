@@ -35,6 +35,18 @@ def load_bank(settings: Settings) -> list[Entry]:
     return read_bank(version.path / BANK_FILE)
 
 
+def grader_for(settings: Settings, bank: list[Entry], *, embedder=None):
+    """``grade(entry, answer)`` as the settings choose: 'lexical' (the key points' words), or 'embed' (also the
+    embedder's similarity: pass the loaded embedder). ``bank``: the whole bank (kept for graders that need it)."""
+    from .grade import grade
+
+    if settings.practice_grader == "embed":
+        if embedder is None:
+            raise ValueError("practice_grader='embed' needs the embedder; pass embedder=.")
+        return lambda entry, answer: grade(entry, answer, embedder=embedder)
+    return lambda entry, answer: grade(entry, answer)
+
+
 def store_path(settings: Settings) -> Path:
     return settings.data_dir / "practice" / STORE_FILE
 

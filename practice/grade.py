@@ -36,9 +36,9 @@ from core.text import content_stems, sentence_spans
 from ingest.bank import Entry, Point, plain
 
 # Chosen on the tune part of tests/practice/fixtures/grades.jsonl (python -m practice.measure):
-COVER_SHARE = 0.25        # of a point's content words, in one window of the answer (lexical grader)
-COVER_SHARE_EMBED = 0.3   # the same, when an embedder also judges
-COVER_COSINE = 0.6        # embedder similarity that covers a point in other words ...
+COVER_SHARE = 0.35        # of a point's content words, in one window of the answer (lexical grader)
+COVER_SHARE_EMBED = 0.35  # the same, when an embedder also judges
+COVER_COSINE = 0.65       # embedder similarity that covers a point in other words ...
 COVER_MIN_SHARE = 0.2     # ... when the window also shares this much of its words
 MAX_ANSWER_CHARS = 20_000
 
@@ -144,6 +144,7 @@ def answer_units(answer: str) -> list[str]:
 
 _CLAUSES = re.compile(r"(?:,\s*|;\s*|\s+)(?:while|whereas|but)\s+|;\s*|,\s+and\s+(?=[A-Z])", re.I)
 CROSS_MARGIN = 0.1
+CROSS_SHARE = 0.25        # of the other point's words a misattributing clause must state
 
 
 def _label(text: str) -> str:
@@ -174,7 +175,7 @@ def _crossings(points, owns, sentences) -> dict[int, tuple[int, str]]:
             if not fit:
                 continue
             j = max(fit, key=fit.get)
-            if j != k and j in labels and fit[j] >= COVER_SHARE and fit[j] > fit.get(k, 0.0) + CROSS_MARGIN:
+            if j != k and j in labels and fit[j] >= CROSS_SHARE and fit[j] > fit.get(k, 0.0) + CROSS_MARGIN:
                 out.setdefault(j, (k, clause))
     return out
 
@@ -203,15 +204,17 @@ def grade(entry: Entry, answer: str, *, embedder=None) -> Grade:
     for p in entry.points:
         stems = set(content_stems(p.text))
         owns.append((stems - q_stems) or stems)
-    share = [[len(own & ws) / len(own) if own else 0.0 for ws in w_stems] for own in owns]
+    def frac(own: set[str], ws: set[str]) -> float:
+        return len(own & ws) / len(own) if own else 0.0
+
+    share = [[frac(own, ws) for ws in w_stems] for own in owns]
     # Each sentence is about the point(s) it matches best: only there can it contradict ("inference uses a
     # forward pass" is about the Inference point, not a wrong claim about Training).
     about = [{i for i in range(len(owns)) if share[i][j] > 0 and share[i][j] == max(sh[j] for sh in share)}
              for j in range(len(singles))]
     crossed = _crossings(entry.points, owns, singles)
     for j, (k, clause) in crossed.items():          # the clause's words do not cover the point it misattributes
-        ws = [set(content_stems(w.replace(clause, " "))) for w in windows]
-        share[j] = [len(owns[j] & x) / len(owns[j]) if owns[j] else 0.0 for x in ws]
+        share[j] = [frac(owns[j], set(content_stems(w.replace(clause, " ")))) for w in windows]
     named_wrong = {k: j for j, (k, _) in crossed.items()}
     for i, p in enumerate(entry.points):
         shares = share[i]
