@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast ingest eval serve clean-index clean install browser
+.PHONY: run test test-fast ingest eval serve api practice clean-index clean install browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,13 @@ ingest: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/guides eval
+
+# The OpenAI-compatible API on http://127.0.0.1:8000/v1 (GUIDES_API_HOST, GUIDES_API_PORT, GUIDES_API_KEY).
+api: $(STAMP)
+	$(BIN)/guides api
+
+practice: $(STAMP)
+	$(BIN)/guides practice
 
 clean-index:
 	rm -rf data/index

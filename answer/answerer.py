@@ -65,7 +65,8 @@ def quote_entry(p: Passage, start: int, end: int) -> dict:
     """A quote of passage ``p`` (its text[start:end]) as the app and the CLI show it under an answer: [n], guide ›
     section, guide file and line range."""
     return {"n": p.n, "chunk_id": p.chunk_id, "header": p.header, "guide": p.hit.payload.get("guide"),
-            "lines": list(span_lines(p.hit, start, end)), "quote": p.hit.text[start:end].strip()}
+            "section": p.hit.payload.get("section"), "lines": list(span_lines(p.hit, start, end)),
+            "quote": p.hit.text[start:end].strip()}
 
 
 @dataclass

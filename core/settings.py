@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 
@@ -270,6 +270,16 @@ class Settings(BaseSettings):
 
     # --- input limits -------------------------------------------------------
     max_question_chars: int = Field(1000, ge=10, le=100_000, description="Longest question accepted, in characters.")
+
+    # --- the OpenAI-compatible API (guides api) ---------------------------------
+    api_host: str = Field("127.0.0.1", description="Address `guides api` listens on; anything but loopback needs api_key.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port `guides api` listens on.")
+    api_key: SecretStr | None = Field(
+        None, description="When set, API requests need 'Authorization: Bearer <key>' (401 otherwise).")
+    api_max_body_bytes: int = Field(262_144, ge=1024, le=16_777_216, description="Largest API request body accepted.")
+
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key is not None else None
 
     @field_validator("chunk_target_tokens")
     @classmethod

@@ -1,4 +1,4 @@
-"""The `guides` command: ingest, ask, serve, eval, practice."""
+"""The `guides` command: ingest, ask, serve, api, eval, practice."""
 
 from __future__ import annotations
 
@@ -346,6 +346,26 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def cmd_api(args) -> int:
+    """The OpenAI-compatible API (guides_qa.api) until SIGTERM or Ctrl-C."""
+    from guides_qa.api import check_bind, serve
+    from guides_qa.logs import setup_logging
+
+    s = _settings(args)
+    host, port = args.host or s.api_host, args.port or s.api_port
+    try:
+        check_bind(host, s.api_key_value())
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    setup_logging(s)
+    if not args.no_prepare:
+        prepare(s)
+    print(f"guides-qa API on http://{host}:{port}/v1 (model 'guides-qa'"
+          + (", key required" if s.api_key_value() else "") + "); Ctrl-C stops it.", flush=True)
+    serve(s, host=host, port=port)
+    return 0
+
+
 def cmd_serve(args) -> int:
     """Prepare, then become Streamlit (os.execve): SIGTERM/SIGINT reach the app itself, nothing is left behind."""
     import logging
@@ -524,6 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--json", action="store_true", help="one JSON object: build_s, open_s, rss_mb, p50_ms, p95_ms")
     pb.set_defaults(func=cmd_bench_index)
 
+    pi2 = sub.add_parser("api", parents=[common], help="serve an OpenAI-compatible API (chat completions, search)")
+    pi2.add_argument("--host", help="address to listen on (default: setting api_host, 127.0.0.1)")
+    pi2.add_argument("--port", type=int, help="port (default: setting api_port, 8000)")
+    pi2.add_argument("--no-prepare", action="store_true", help="do not build a missing index or model file first")
+    pi2.set_defaults(func=cmd_api)
     pr = sub.add_parser("practice", parents=[common],
                         help="drill the guides' own interview questions (graded against the guide's answer)")
     pr.add_argument("--profile", help="whose history and schedule (default: setting practice_profile)")

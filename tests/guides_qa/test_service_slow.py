@@ -305,3 +305,43 @@ def test_three_browser_sessions_ask_at_once_right_after_start_up(serve, browsers
         assert not d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
     assert len(waits) >= 2, "the local model served the three questions without a queue?"
     assert any(seen.values()), "no session showed that it waited (for the models or the local model)"
+
+
+def test_guides_api_answers_with_the_bundled_model_and_stops_on_sigterm(default_data, tmp_path, free_port):
+    """`guides api` with the default models: the real `openai` client streams a cited answer; SIGTERM stops the
+    API and the llama.cpp server inside it."""
+    import httpx
+    from openai import OpenAI
+
+    port = free_port()
+    out = open(tmp_path / "api.out", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "guides_qa.cli", "api", "--no-prepare", "--port", str(port),
+                             "--data-dir", str(default_data), "--guides-dir", str(REAL_GUIDES)],
+                            cwd=REPO, env=clean_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        t = time.monotonic()
+        while time.monotonic() - t < 300:
+            try:
+                if httpx.get(url + "/health", timeout=5).json().get("status") == "ready":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, (tmp_path / "api.out").read_text()
+            time.sleep(1)
+        client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        chunks = list(client.chat.completions.create(
+            model="guides-qa", stream=True, messages=[{"role": "user", "content": "What does the KV cache store?"}]))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        extra = chunks[-1].model_extra["guides_qa"]
+        assert text.strip() and not extra["refused"] and extra["citations"], (text, extra)
+        assert all({"guide", "section", "lines", "quote"} <= set(e) for e in extra["evidence"])
+        t = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        while session_pids(proc.pid) and time.monotonic() - t < 15:
+            time.sleep(0.2)
+        assert not session_pids(proc.pid), "the API or its model server outlived SIGTERM by 15 s"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
