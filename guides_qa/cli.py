@@ -346,6 +346,20 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """Verify the data folder; exit 1 when anything is damaged."""
+    from guides_qa.check import check_data, render
+
+    s = _settings(args)
+    rows = check_data(s, quick=args.quick)
+    if args.json:
+        print(json.dumps([{"what": r.what, "path": str(r.path), "state": r.state, "detail": r.detail, "fix": r.fix}
+                          for r in rows], ensure_ascii=False, indent=1))
+    else:
+        print(render(rows))
+    return 1 if any(r.bad for r in rows) else 0
+
+
 def cmd_api(args) -> int:
     """The OpenAI-compatible API (guides_qa.api) until SIGTERM or Ctrl-C."""
     from guides_qa.api import check_bind, serve
@@ -544,6 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--json", action="store_true", help="one JSON object: build_s, open_s, rss_mb, p50_ms, p95_ms")
     pb.set_defaults(func=cmd_bench_index)
 
+    pc = sub.add_parser("check", parents=[common], help="verify the data folder: index, models, databases")
+    pc.add_argument("--quick", action="store_true", help="sizes only, no checksums")
+    pc.add_argument("--json", action="store_true", help="one JSON list of rows")
+    pc.set_defaults(func=cmd_check)
     pi2 = sub.add_parser("api", parents=[common], help="serve an OpenAI-compatible API (chat completions, search)")
     pi2.add_argument("--host", help="address to listen on (default: setting api_host, 127.0.0.1)")
     pi2.add_argument("--port", type=int, help="port (default: setting api_port, 8000)")

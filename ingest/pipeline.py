@@ -31,8 +31,9 @@ from .clean import clean_text
 from .embed import Embedder, load_embedder
 from .reader import RawGuide, Skipped, find_guides, read_guide
 from .backends import IndexBackend
-from .store import IndexLayout, eta, index_spec, start_version, write_index
+from .store import IndexDamagedError, IndexError_, IndexLayout, eta, index_spec, start_version, write_index
 from .bank import BANK_FILE, BANK_FORMAT, build_bank, write_bank
+from .manifest import verify
 from .structure import parse_guide
 
 # Bump when cleaning, structure recovery or chunking code changes what chunks come out.
@@ -57,9 +58,12 @@ class IngestSummary:
     token_stats: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     practice: dict = field(default_factory=dict)     # questions per guide in the practice bank (practice/bank.py)
+    damaged: list[str] = field(default_factory=list)  # files of the previous version that failed their manifest
 
     def render(self) -> str:
         lines = []
+        if self.damaged:
+            lines.append("Repaired: the previous version was damaged (" + "; ".join(self.damaged) + ")")
         if self.rebuild_reason:
             lines.append(f"Full rebuild: {self.rebuild_reason}")
         elif self.index_rebuild_reason:
@@ -160,12 +164,38 @@ def run_ingest(
             guides = _read_all(settings, summary, progress)
         fp = _fingerprint(settings)
         files = {g.rel: g.sha256 for g in guides}
-        current = layout.current()
+        damaged_vid = None
+        try:
+            current = layout.current()
+        except IndexDamagedError as e:           # meta.json unreadable: nothing of the version can be trusted
+            current, damaged_vid = None, layout.current_vid()
+            summary.damaged = [str(e).split(". Run", 1)[0]]
+            rebuild = True
+        except IndexError_ as e:                 # CURRENT unreadable: build afresh
+            current = None
+            summary.damaged = [str(e).split("; run", 1)[0]]
+            rebuild = True
         old_meta = current.meta if current else None
 
+        if current is not None:
+            # What the version's files should contain (its manifest): a damaged version is never "up to date".
+            t_check = time.perf_counter()
+            damage = [d for d in verify(current.path) if not d.problem.startswith("missing: the version was written")]
+            summary.seconds["check"] = time.perf_counter() - t_check
+            if damage:
+                summary.damaged = [f"{d.file}: {d.problem}" for d in damage]
+                damaged_vid = current.vid
+                if not {"vectors.npy", "chunks.jsonl"}.isdisjoint({d.file for d in damage}):
+                    rebuild = True               # nothing of it is reused
+        if summary.damaged:
+            print("The index is damaged: " + "; ".join(summary.damaged) + ". Building a new version from the guides"
+                  + (f"; the damaged one is kept as {damaged_vid}.damaged until the next ingest." if damaged_vid
+                     else "."), file=sys.stderr)
         if old_meta and not rebuild:
             reason = _rebuild_reason(old_meta.get("fingerprint", {}), fp)
             index_reason = _index_rebuild_reason(settings, current)
+            if damaged_vid is not None and index_reason is None:
+                index_reason = "the current version is damaged (its chunks and vectors are intact and reused)"
             if reason is None and old_meta.get("files") == files and index_reason is None:
                 summary.nothing_changed = True
                 summary.version = current.vid
@@ -178,6 +208,8 @@ def run_ingest(
             if reason is None and index_reason is not None:
                 summary.index_rebuild_reason = index_reason
                 print(f"Rebuilding the index once: {index_reason}. Vectors are reused.", file=sys.stderr)
+        elif rebuild and summary.damaged:
+            summary.rebuild_reason = "the index is damaged"
         elif rebuild:
             summary.rebuild_reason = "requested with --rebuild"
 
@@ -196,7 +228,7 @@ def run_ingest(
         # Reuse vectors of identical chunks from the previous version (same fingerprint only).
         old_by_id: dict[str, str] = {}
         reuse: dict[str, np.ndarray] = {}
-        if current is not None:
+        if current is not None and not (summary.damaged and summary.rebuild_reason):
             old_chunks = current.chunks()
             old_by_id = {c.chunk_id: c.content_hash for c in old_chunks}
             if summary.rebuild_reason is None:
@@ -280,7 +312,12 @@ def run_ingest(
         meta["seconds"] = dict(summary.seconds)
         layout.commit(vid, meta)
         summary.version = vid
-        layout.cleanup()
+        if damaged_vid is not None:
+            try:
+                layout.set_aside(damaged_vid)
+            except OSError as e:           # e.g. a reader still has it open on a filesystem that forbids the rename
+                print(f"Could not set the damaged version aside ({e}); the next ingest removes it.", file=sys.stderr)
+        layout.cleanup(keep_damaged=f"{damaged_vid}.damaged" if damaged_vid else None)
         summary.seconds["total"] = time.perf_counter() - t_total
         note("done", 1.0)
     return summary

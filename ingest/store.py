@@ -7,7 +7,10 @@ Layout under ``<data_dir>/index``::
     versions/<vid>/chunks.jsonl  every chunk's payload, in index order
     versions/<vid>/vectors.npy   the dense vectors (reused by the next ingest for unchanged chunks)
     versions/<vid>/shard/        the embedded engine's shard (qdrant-edge; absent with the server backend)
+    versions/<vid>/practice.jsonl  the practice question bank (ingest/bank.py)
+    versions/<vid>/manifest.json every file above with its size and sha256, written last (ingest/manifest.py)
     versions/<vid>/.readers      reader lease: every process that has the version open holds a shared flock
+    versions/<vid>.damaged/      a version `guides ingest` found damaged and replaced, kept until the next cleanup
     versions/<vid>.partial/      a version being built: never read by searches
 
 An interrupted ingest leaves only a ``.partial`` folder behind, so searches keep using the
@@ -37,6 +40,7 @@ from core.types import Chunk
 
 from .backends import INDEX_FORMAT, IndexBackend, IndexPoint, IndexSpec, get_backend
 from .bm25 import BM25Encoder
+from .manifest import write_manifest
 
 LEASE = ".readers"
 
@@ -51,6 +55,10 @@ class IndexMissingError(IndexError_):
 
 class IndexLockedError(IndexError_):
     pass
+
+
+class IndexDamagedError(IndexError_):
+    """A file of a published version cannot be read; the message names it and the fix."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -80,8 +88,18 @@ class Version:
     meta: dict
 
     def chunks(self) -> list[Chunk]:
-        with open(self.path / "chunks.jsonl", encoding="utf-8") as f:
-            return [Chunk.from_payload(json.loads(line)) for line in f if line.strip()]
+        path = self.path / "chunks.jsonl"
+        out, n = [], 0
+        try:
+            with open(path, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        out.append(Chunk.from_payload(json.loads(line)))
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            where = f"line {n + 1}" if isinstance(e, UnicodeDecodeError) else f"line {n}"
+            raise IndexDamagedError(f"{path} is damaged near {where} ({type(e).__name__}). Run `guides check` to see "
+                                    f"what else is, then `guides ingest` to rebuild the index from the guides.") from None
+        return out
 
     def vectors(self) -> np.ndarray:
         return np.load(self.path / "vectors.npy")
@@ -138,11 +156,12 @@ class IndexLayout:
     # -- reading -------------------------------------------------------------
     def current_vid(self) -> str | None:
         try:
-            return json.loads((self.root / "CURRENT").read_text())["version"]
+            return json.loads((self.root / "CURRENT").read_text(encoding="utf-8"))["version"]
         except FileNotFoundError:
             return None
-        except (json.JSONDecodeError, KeyError) as e:
-            raise IndexError_(f"{self.root / 'CURRENT'} is damaged ({e}); run `guides ingest --rebuild`.") from e
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise IndexError_(f"{self.root / 'CURRENT'} is damaged ({type(e).__name__}); run `guides ingest` to "
+                              f"rebuild the index.") from None
 
     def current(self) -> Version | None:
         vid = self.current_vid()
@@ -150,11 +169,17 @@ class IndexLayout:
             return None
         path = self.versions / vid
         try:
-            meta = json.loads((path / "meta.json").read_text())
+            meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
         except FileNotFoundError as e:
             raise IndexMissingError(
                 f"The index points at version {vid}, but {path} is missing; run `guides ingest --rebuild`."
             ) from e
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise IndexDamagedError(f"{path / 'meta.json'} is damaged ({type(e).__name__}: {e}). Run `guides check` "
+                                    f"to see what else is, then `guides ingest` to rebuild the index.") from None
+        if not isinstance(meta, dict):
+            raise IndexDamagedError(f"{path / 'meta.json'} is not an index version's metadata. Run `guides ingest` "
+                                    "to rebuild the index.")
         return Version(vid, path, meta)
 
     def require_current(self) -> Version:
@@ -201,10 +226,19 @@ class IndexLayout:
         return final
 
     def commit(self, vid: str, meta: dict) -> Path:
-        """Write the finished version's meta.json, then publish it (backend first, then CURRENT)."""
+        """Write the finished version's meta.json and its manifest (every file's size and sha256, last), then
+        publish it (backend first, then CURRENT): the rename publishes the manifest with what it describes."""
         write_atomic(self.partial_path(vid) / "meta.json", json.dumps(meta, ensure_ascii=False, indent=1).encode())
+        write_manifest(self.partial_path(vid))
         self.backend.publish(meta.get("index") or {})
         return self.publish(vid)
+
+    def set_aside(self, vid: str) -> Path:
+        """Rename a damaged version to ``<vid>.damaged`` (kept for inspection; the next cleanup after this one
+        removes it)."""
+        src, dst = self.versions / vid, self.versions / f"{vid}.damaged"
+        os.replace(src, dst)
+        return dst
 
     @contextmanager
     def ingest_lock(self):
@@ -223,16 +257,19 @@ class IndexLayout:
         finally:
             f.close()
 
-    def cleanup(self, keep: int = 2) -> list[str]:
-        """Remove stale ``.partial`` folders and all but the newest ``keep`` versions (the current one always stays),
-        skipping any version a running process still holds open."""
+    def cleanup(self, keep: int = 2, *, keep_damaged: str | None = None) -> list[str]:
+        """Remove stale ``.partial`` folders, damaged versions set aside earlier (but ``keep_damaged``), and all but
+        the newest ``keep`` versions (the current one always stays), skipping any version a running process still
+        holds open."""
         removed = []
         if not self.versions.is_dir():
             return removed
         cur = self.current_vid()
-        finals = sorted(p for p in self.versions.iterdir() if p.is_dir() and not p.name.endswith((".partial", ".trash")))
+        finals = sorted(p for p in self.versions.iterdir()
+                        if p.is_dir() and not p.name.endswith((".partial", ".trash", ".damaged")))
         old = [p for p in finals if p.name != cur][: max(0, len(finals) - keep)]
         partials = [p for p in self.versions.iterdir() if p.name.endswith(".partial")]
+        partials += [p for p in self.versions.iterdir() if p.name.endswith(".damaged") and p.name != keep_damaged]
         trash = [p for p in self.versions.iterdir() if p.name.endswith(".trash")]
         for p in trash:
             shutil.rmtree(p, ignore_errors=True)
