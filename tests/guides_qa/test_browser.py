@@ -133,3 +133,33 @@ def test_ask_in_a_real_browser_and_open_a_citation(served_app, browser):
     assert "lines" in body and ".md" in body and mark.text.strip()
     shot2 = _shot(d, "app-citation.png")
     print(f"screenshots: {shot1} {shot2}")
+
+
+def test_one_practice_round_in_a_real_browser(served_app, browser):
+    """The Practice page: a question card, an answer typed and graded, the guide's words for what was missed, the
+    next question."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, log = served_app
+    d = browser
+    wait = WebDriverWait(d, 120)
+    d.get(url + "/practice")
+    wait.until(EC.visibility_of_element_located((By.XPATH, '//h1[contains(., "Practice")]')))
+    card = '//*[@data-testid="stMain"]//strong[contains(., "?")]'     # the question, in bold on its card
+    question = wait.until(EC.visibility_of_element_located((By.XPATH, card))).text
+    assert question.endswith("?")
+    box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '[data-testid="stTextArea"] textarea')))
+    box.send_keys("It is a model trained on text.")
+    d.find_element(By.XPATH, '//button[contains(normalize-space(.), "Grade my answer")]').click()
+    score = wait.until(EC.visibility_of_element_located((By.XPATH, '//h3[starts-with(normalize-space(.), "Score ")]')))
+    page = d.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+    assert "key points covered" in page and ("Missed" in page or score.text == "Score 100%")
+    assert ".md, line" in page                                   # the guide's own words come with their line
+    assert not d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'), log.read_text()[-2000:]
+    _shot(d, "practice-graded")
+    d.find_element(By.XPATH, '//button[contains(normalize-space(.), "Next question")]').click()
+    wait.until(lambda drv: drv.find_elements(By.CSS_SELECTOR, '[data-testid="stTextArea"] textarea'))
+    nxt = d.find_element(By.XPATH, card).text
+    assert nxt != question
