@@ -246,6 +246,9 @@ class Settings(BaseSettings):
         "lexical", description="How practice answers are graded: 'lexical' (the key point's words, stemmed) or "
         "'embed' (also the embedder's similarity, so other words count; loads the embedding model). "
         "Measured on tests/practice/fixtures/grades.jsonl: practice/MEASUREMENTS.md.")
+    practice_feedback: bool = Field(
+        False, description="After a practice grade, ask the LLM for one or two sentences of feedback built only from "
+        "the missed points and the guide's text, shown apart from the grade (the grade itself needs no model).")
     eval_peer: bool = Field(
         True, description="`guides eval` also answers with the peer, llama-index's default RetrieverQueryEngine over "
         "the same retriever and model (eval/peer.py), and reports it beside the project's answers (--no-peer skips it).")

@@ -114,16 +114,35 @@ def cmd_practice(args) -> int:
                 ms = (_time.perf_counter() - t0) * 1000
                 if not args.no_record:
                     store.record(profile, g)
+                note = _practice_feedback(s, g)
                 if args.json:
-                    print(json.dumps({**g.to_json(), "grade_ms": round(ms, 1)}, ensure_ascii=False))
+                    print(json.dumps({**g.to_json(), "grade_ms": round(ms, 1), "feedback": note}, ensure_ascii=False))
                 else:
                     _print_grade(g)
+                    if note:
+                        print(f"Feedback (written by the model from the guide's text): {note}")
                 return 0
             return _drill(bank, store, profile, grader)
         finally:
             store.close()
     except (BankError, PracticeStoreError) as e:
         raise CliError(str(e)) from None
+
+
+def _practice_feedback(s, g) -> str | None:
+    """The LLM's feedback on what ``g`` missed, when setting practice_feedback is on."""
+    if not s.practice_feedback:
+        return None
+    from core.llm import load_llm
+    from practice.feedback import feedback
+
+    llm = load_llm(s)
+    try:
+        return feedback(llm, g)
+    finally:
+        close = getattr(llm, "close", None)
+        if close:
+            close()
 
 
 def _drill(bank, store, profile, grader) -> int:

@@ -120,6 +120,8 @@ def _card(entry, settings, engine, store, profile, bank) -> None:
                 _next(store, profile, entry)
             return
     _grade(graded)
+    if settings.practice_feedback:
+        _feedback(graded, settings, engine)
     if st.button("Next question", icon=":material/arrow_forward:", type="primary", key="practice_next"):
         _next(store, profile, entry)
 
@@ -131,6 +133,22 @@ def _next(store, profile, entry) -> None:
     ss.pop("practice_grade", None)
     ss["practice_qid"] = None
     st.rerun()
+
+
+def _feedback(g, settings, engine) -> None:
+    """The model's one or two sentences on what was missed, apart from the grade and labelled as the model's."""
+    from practice.feedback import feedback
+
+    key = f"practice_feedback_{g.entry.id}_{hash(g.answer)}"
+    if key not in st.session_state:
+        with st.spinner("The model is reading what you missed…"):
+            try:
+                st.session_state[key] = feedback(engine.llm(settings), g)
+            except Exception as e:  # noqa: BLE001 - the grade stands without it; say why it is missing
+                st.session_state[key] = f"(No feedback: {type(e).__name__}: {e})"
+    if st.session_state[key]:
+        st.info(f"**Feedback, written by the model from the guide's text:** {_md(st.session_state[key])}",
+                icon=":material/smart_toy:")
 
 
 def _grade(g) -> None:

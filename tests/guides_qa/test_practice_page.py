@@ -47,3 +47,13 @@ def test_practice_page_without_an_index_says_how_to_build_it(empty_env, new_app)
     at = practice(new_app)
     assert not at.exception, at.exception
     assert any("guides ingest" in w.value for w in at.warning)
+
+
+def test_model_feedback_is_shown_apart_from_the_grade_when_asked_for(app_env, new_app):
+    app_env(GUIDES_PRACTICE_FEEDBACK="true")
+    at = practice(new_app)
+    at.text_area[0].set_value("It is a model.")
+    next(b for b in at.button if b.label == "Grade my answer").click().run()
+    assert not at.exception, at.exception
+    assert any("Feedback, written by the model" in i.value for i in at.info)
+    assert at.subheader[0].value.startswith("Score ")                 # the grade stands on its own

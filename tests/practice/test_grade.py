@@ -85,3 +85,17 @@ def test_json_contract():
     j = grade(LORA, "LoRA freezes the pre-trained weights and injects rank decomposition matrices.").to_json()
     assert set(j) >= {"id", "score", "covered", "missed", "contradicted", "reference"}
     assert j["covered"][0] == {"text": LORA.points[1].text, "lines": [3, 3]} and 0 < j["score"] < 1
+
+
+def test_feedback_is_asked_only_for_missed_points_and_from_the_guides_text():
+    from core.llm import FakeLLM
+    from practice.feedback import feedback
+
+    llm = FakeLLM({"tell the student": "Add that LoRA cuts trainable parameters by 10,000x."})
+    g = grade(LORA, "LoRA freezes the pre-trained weights and injects rank decomposition matrices.")
+    assert feedback(llm, g) == "Add that LoRA cuts trainable parameters by 10,000x."
+    prompt = llm.calls[0]["messages"][1]["content"]
+    assert "10,000x" in prompt and "Problem:" in prompt and LORA.points[1].text not in prompt.split("missed")[1]
+    full = grade(LORA, "- full fine-tuning updates all parameters, expensive memory\n- freezes pre-trained weights, "
+                       "injects trainable rank decomposition matrices\n- 10,000x fewer trainable parameters, 3x less GPU memory")
+    assert feedback(llm, full) is None and len(llm.calls) == 1          # nothing missed: no call
