@@ -31,8 +31,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-from answer.budget import (OVERHEAD_TOKENS, SPEED_FILE, EvidenceBudget, fixed_budget, measure_prefill,
-                           remembered_prefill, size_budget)
+from answer.budget import (OVERHEAD_TOKENS, SPEED_FILE, EvidenceBudget, fixed_budget, remembered_prefill,
+                           size_budget)
 from answer.check import AnswerCheck, CheckCall
 from answer.citations import Citation, attribute, short_answer_grounded, strip_echoed_headers
 from answer.evidence import (Quote, best_evidence, is_statement, quote_coverage, score_sentences, select_sentences,
@@ -212,12 +212,9 @@ class Answerer:
         with _BUDGET_LOCK:
             got = _BUDGETS.get(self.llm)
             if got is None or got[0] != (s.answer_first_token_s, s.answer_context_tokens):
-                if getattr(self.llm, "prefill_tokens_per_s", "measure") != "measure":
-                    speed = measure_prefill(self.llm)         # declared (the fake's simulated speed), not stored
-                else:
-                    key = "|".join(str(x) for x in (s.llm, s.llm_model, s.llm_base_url, s.llm_threads, os.cpu_count(),
-                                                    platform.machine()))
-                    speed, _ = remembered_prefill(self.llm, s.data_dir / "logs" / SPEED_FILE, key)
+                key = "|".join(str(x) for x in (s.llm, s.llm_model, s.llm_base_url, s.llm_threads, os.cpu_count(),
+                                                platform.machine()))
+                speed, _ = remembered_prefill(self.llm, s.data_dir / "logs" / SPEED_FILE, key)
                 if speed is None:
                     b = fixed_budget(s.answer_context_tokens, f"{getattr(self.llm, 'name', 'this model')} has no "
                                      "measurable reading speed: answer_context_tokens")

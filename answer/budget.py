@@ -22,7 +22,7 @@ measurable speed (the deterministic fake without a simulated speed) also gets th
 Example::
 
     b = size_budget(36.0, target_s=3.0, floor=200, cap=3000)
-    print(b.tokens, b.why)          # 200, "measured 36 tokens/s × 3.0 s − 80 = 28, below the floor 200"
+    print(b.tokens, b.why)          # 200, "measured 36 tokens/s × 3 s − 80 = 28, below the floor 200 (...)"
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def size_budget(prefill_tok_s: float, *, target_s: float, floor: int, cap: int,
         why += f", below the floor {floor} (answer_context_tokens)"
     elif raw > cap:
         why += f", above what the context window leaves ({cap})"
-    return EvidenceBudget(tokens=max(floor, min(tokens, max(cap, floor))), rule="measured", why=why,
+    return EvidenceBudget(tokens=tokens, rule="measured", why=why,
                           prefill_tok_s=round(prefill_tok_s, 1), target_s=target_s)
 
 
@@ -80,7 +80,10 @@ SPEED_MAX_AGE_S = 7 * 24 * 3600
 
 def remembered_prefill(llm: LLM, path: Path, key: str, *, now: float | None = None) -> tuple[float | None, bool]:
     """The reading speed for ``key`` (model and machine) from ``path`` when measured in the last week, else
-    measured now and stored (a failed write only loses the memory). Returns (speed, measured_now)."""
+    measured now and stored (a failed write only loses the memory). Returns (speed, measured_now). A speed the
+    model declares (the fake's simulated one) is returned as it is and not stored."""
+    if _declares_speed(llm):
+        return measure_prefill(llm), False
     now = time.time() if now is None else now
     try:
         known = json.loads(path.read_text(encoding="utf-8"))
@@ -104,15 +107,18 @@ def remembered_prefill(llm: LLM, path: Path, key: str, *, now: float | None = No
     return speed, True
 
 
+def _declares_speed(llm: LLM) -> bool:
+    return getattr(llm, "prefill_tokens_per_s", "measure") != "measure"
+
+
 def measure_prefill(llm: LLM) -> float | None:
     """Prompt tokens the model reads per second (None: this model has no speed to measure).
 
     A model may declare its speed (``prefill_tokens_per_s``: the fake's simulated one); a model that declares
     ``None`` is not measured. Otherwise one 1-token completion of a prompt that starts with a random nonce
     (so no server's prompt cache holds it) is timed."""
-    declared = getattr(llm, "prefill_tokens_per_s", "measure")
-    if declared != "measure":
-        return declared
+    if _declares_speed(llm):
+        return llm.prefill_tokens_per_s
     words = (_PROBE * 8).split()[:PROBE_WORDS]
     messages = [{"role": "user", "content": f"[{secrets.token_hex(6)}] " + " ".join(words)
                  + "\nReply with one word: ok."}]

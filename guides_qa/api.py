@@ -191,12 +191,9 @@ def create_app(settings: Settings, *, engine=None, api_key: str | None = None) -
         if req.model != MODEL_ID:
             raise ApiError(404, f"Unknown model {req.model!r}: this server has one model, {MODEL_ID!r} "
                                 "(GET /v1/models).", param="model", code="model_not_found")
-        turns = user_turns(req.messages)
-        from guides_qa.pipeline import validate_question
+        from guides_qa.pipeline import validate_turns
 
-        for i, t in enumerate(turns):
-            validate_question(t, max_chars=settings.max_question_chars,
-                              where="question" if i == len(turns) - 1 else f"turn {i + 1}")
+        turns = validate_turns(user_turns(req.messages), max_chars=settings.max_question_chars)   # before streaming
         await asyncio.to_thread(warmup.wait, 600)
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())

@@ -45,7 +45,7 @@ def cmd_ingest(args) -> int:
     return 0
 
 
-def _practice_grader(s, bank):
+def _practice_grader(s):
     """The grader the settings choose (practice.grader_for), the embedding model loaded only when it needs one."""
     from practice import grader_for
 
@@ -54,7 +54,7 @@ def _practice_grader(s, bank):
         from ingest.embed import load_embedder
 
         embedder = load_embedder(s.embed_model)
-    return grader_for(s, bank, embedder=embedder)
+    return grader_for(s, embedder=embedder)
 
 
 def _print_grade(g) -> None:
@@ -80,8 +80,7 @@ def cmd_practice(args) -> int:
     s = _settings(args)
     profile = args.profile or s.practice_profile
     try:
-        whole = load_bank(s)
-        bank = filter_entries(whole, guide=args.guide, section=args.section)
+        bank = filter_entries(load_bank(s), guide=args.guide, section=args.section)
         if not bank:
             raise BankError(f"No practice question matches --guide {args.guide!r} / --section {args.section!r}; "
                             "`guides practice list` shows them all.")
@@ -103,7 +102,7 @@ def cmd_practice(args) -> int:
                     print(f"Profile {profile!r}: {c['questions']} questions, {c['seen']} seen, {c['due']} due now, "
                           f"{c['new']} new, {c['mastered']} mastered.")
                 return 0
-            grader = _practice_grader(s, whole)
+            grader = _practice_grader(s)
             if args.pcmd == "grade":
                 entry = find_entry(bank, args.id)
                 answer = sys.stdin.read() if args.answer == "-" else args.answer

@@ -44,6 +44,14 @@ def validate_question(q: object, *, max_chars: int, where: str = "question") -> 
     return q
 
 
+def validate_turns(turns, *, max_chars: int) -> list[str]:
+    """A conversation's questions, each checked by ``validate_question``; InputError names the bad one."""
+    if not isinstance(turns, list) or not turns:
+        raise InputError("A conversation needs at least one question in 'turns'.")
+    return [validate_question(t, max_chars=max_chars, where="question" if i == len(turns) - 1 else f"turn {i + 1}")
+            for i, t in enumerate(turns)]
+
+
 @dataclass
 class RetrievalResult:
     id: str | None
@@ -230,11 +238,7 @@ class Pipeline:
         return res
 
     def _validate(self, turns) -> list[str]:
-        if not isinstance(turns, list) or not turns:
-            raise InputError("A conversation needs at least one question in 'turns'.")
-        return [validate_question(t, max_chars=self.settings.max_question_chars,
-                                  where="question" if i == len(turns) - 1 else f"turn {i + 1}")
-                for i, t in enumerate(turns)]
+        return validate_turns(turns, max_chars=self.settings.max_question_chars)
 
     def retrieve(self, turns: list[str], *, id: str | None = None, mode: Mode = "hybrid",
                  top_k: int | None = None) -> RetrievalResult:

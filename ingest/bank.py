@@ -18,7 +18,7 @@ question's text does not change, even when its answer is edited.
 
 Example::
 
-    entries = build_bank([(rel, clean_text(raw)[0]) for rel, raw in guides])
+    entries = build_bank(parse_guides(raw_guides))        # ingest.reader.RawGuide objects
     print(len(entries), entries[0].question, entries[0].answer_lines, entries[0].points[0].text)
 """
 
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.text import normalise_for_match, sentence_spans
-from .structure import Section, Unit, parse_guide
+from .structure import ParsedGuide, Section, Unit, parse_guides
 
 BANK_FILE = "practice.jsonl"
 BANK_FORMAT = 1                # bumped when entries change shape: ingest rebuilds the bank once
@@ -195,17 +195,14 @@ def _section_label(title: str, path: list[str]) -> str:
     return " › ".join([title, *[plain(p) for p in path]])
 
 
-def guide_entries(rel: str, text: str) -> list[Entry]:
-    """The bank entries of one cleaned guide."""
-    lines = text.split("\n")
-    struct = parse_guide(text, rel)
+def guide_entries(guide: ParsedGuide) -> list[Entry]:
+    """The bank entries of one cleaned, parsed guide."""
+    rel, lines, struct = guide.rel, guide.text.split("\n"), guide.structure
     out: list[Entry] = []
     secs: list[Section] = struct.sections
-    heading_questions: set[int] = set()
     for k, sec in enumerate(secs):
         if not sec.path or not _asks(sec.path[-1]):
             continue
-        heading_questions.add(k)
         depth = len(sec.path)
         units: list[Unit] = list(sec.units)
         for later in secs[k + 1:]:                     # sub-sections belong to the answer
@@ -254,19 +251,18 @@ def _entry(rel, question, section, qlines, alines, answer_lines: list[str]) -> E
                  points=key_points(answer_lines, alines[0]))
 
 
-def build_bank(guides: list[tuple[str, str]]) -> list[Entry]:
-    """Every guide's entries, guide by guide; ``guides`` holds (rel, cleaned text)."""
-    return [e for rel, text in guides for e in guide_entries(rel, text)]
+def build_bank(guides: list[ParsedGuide]) -> list[Entry]:
+    """Every guide's entries, guide by guide."""
+    return [e for g in guides for e in guide_entries(g)]
 
 
 def bank_from_folder(folder: Path) -> list[Entry]:
     """The bank of a guides folder, read and cleaned as ingest does (for tools and tests; the app reads the
     bank ingest published with the index)."""
-    from .clean import clean_text
     from .reader import RawGuide, find_guides, read_guide
 
     guides = [g for g in (read_guide(p, folder) for p in find_guides(folder)) if isinstance(g, RawGuide)]
-    return build_bank([(g.rel, clean_text(g.text)[0]) for g in guides])
+    return build_bank(parse_guides(guides))
 
 
 def write_bank(path: Path, entries: list[Entry]) -> None:

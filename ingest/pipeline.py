@@ -27,14 +27,13 @@ from core.types import Chunk
 
 from .bm25 import BM25Encoder
 from .chunker import Chunker
-from .clean import clean_text
 from .embed import Embedder, load_embedder
 from .reader import RawGuide, Skipped, find_guides, read_guide
 from .backends import IndexBackend
 from .store import IndexDamagedError, IndexError_, IndexLayout, eta, index_spec, start_version, write_index
 from .bank import BANK_FILE, BANK_FORMAT, build_bank, write_bank
 from .manifest import verify
-from .structure import parse_guide
+from .structure import ParsedGuide, parse_guides
 
 # Bump when cleaning, structure recovery or chunking code changes what chunks come out.
 PIPELINE_VERSION = 4   # 4: markdown structure from markdown-it-py (thematic breaks dropped)
@@ -131,11 +130,10 @@ def _read_all(settings: Settings, summary: IngestSummary, progress: bool) -> lis
     return guides
 
 
-def chunk_guides(guides: list[RawGuide], chunker: Chunker, summary: IngestSummary | None = None) -> list[Chunk]:
+def chunk_guides(guides: list[ParsedGuide], chunker: Chunker, summary: IngestSummary | None = None) -> list[Chunk]:
     chunks: list[Chunk] = []
     for g in guides:
-        text, _report = clean_text(g.text)
-        got = chunker.chunk(parse_guide(text, g.rel), g.rel)
+        got = chunker.chunk(g.structure, g.rel)
         if not got and summary is not None:
             summary.files_skipped.append(Skipped(g.rel, "has no indexable text after cleaning").message())
         chunks.extend(got)
@@ -222,7 +220,8 @@ def run_ingest(
                           min_tokens=settings.chunk_min_tokens)
         with timer.stage("chunk"):
             note("cleaning and chunking", 0.1)
-            chunks = chunk_guides(guides, chunker, summary)
+            parsed = parse_guides(guides)          # cleaned and parsed once: the chunks and the practice bank
+            chunks = chunk_guides(parsed, chunker, summary)
         _check_unique_ids(chunks)
 
         # Reuse vectors of identical chunks from the previous version (same fingerprint only).
@@ -279,7 +278,7 @@ def run_ingest(
                     f.write(json.dumps(c.to_payload(), ensure_ascii=False) + "\n")
             np.save(path / "vectors.npy", vectors)
             # The practice bank: the guides' own questions, published with the index in the same atomic step.
-            bank = build_bank([(g.rel, clean_text(g.text)[0]) for g in guides])
+            bank = build_bank(parsed)
             write_bank(path / BANK_FILE, bank)
             summary.practice = {rel: sum(e.guide == rel for e in bank) for rel in files}
             sizes = [c.n_tokens for c in chunks]

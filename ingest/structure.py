@@ -290,3 +290,22 @@ def parse_guide(text: str, rel: str) -> GuideStructure:
             continue   # a table of contents repeats the headings: noise for retrieval
         sections.append(sec)
     return GuideStructure(title=title, sections=sections, format=fmt)
+
+
+@dataclass
+class ParsedGuide:
+    """One guide cleaned and parsed once, for everything ingest builds from it (chunks, the practice bank)."""
+    rel: str
+    text: str                 # the cleaned text; its lines are the file's lines
+    structure: GuideStructure
+
+
+def parse_guides(guides) -> list[ParsedGuide]:
+    """``guides``: ``ingest.reader.RawGuide`` objects (their raw text is repaired by ``ingest.clean``)."""
+    from .clean import clean_text
+
+    out = []
+    for g in guides:
+        text = clean_text(g.text)[0]
+        out.append(ParsedGuide(g.rel, text, parse_guide(text, g.rel)))
+    return out

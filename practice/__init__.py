@@ -35,9 +35,9 @@ def load_bank(settings: Settings) -> list[Entry]:
     return read_bank(version.path / BANK_FILE)
 
 
-def grader_for(settings: Settings, bank: list[Entry], *, embedder=None):
+def grader_for(settings: Settings, *, embedder=None):
     """``grade(entry, answer)`` as the settings choose: 'lexical' (the key points' words), or 'embed' (also the
-    embedder's similarity: pass the loaded embedder). ``bank``: the whole bank (kept for graders that need it)."""
+    embedder's similarity: pass the loaded embedder)."""
     from .grade import grade
 
     if settings.practice_grader == "embed":

@@ -37,11 +37,11 @@ def _store(settings: Settings):
     return st.session_state[key]
 
 
-def _grader(settings: Settings, engine, bank):
+def _grader(settings: Settings, engine):
     from practice import grader_for
 
     embedder = engine.embedder(settings) if settings.practice_grader == "embed" else None
-    return grader_for(settings, bank, embedder=embedder)
+    return grader_for(settings, embedder=embedder)
 
 
 def _md(text: str) -> str:
@@ -97,11 +97,11 @@ def page(settings: Settings, engine) -> None:
         st.success("Nothing is due in this selection. Come back tomorrow, or pick another guide.",
                    icon=":material/celebration:")
     else:
-        _card(by_id[qid], settings, engine, store, profile, bank)
+        _card(by_id[qid], settings, engine, store, profile)
     _progress(store, profile, bank)
 
 
-def _card(entry, settings, engine, store, profile, bank) -> None:
+def _card(entry, settings, engine, store, profile) -> None:
     ss = st.session_state
     with st.container(border=True):
         st.caption(f"{_md(entry.guide)} › {_md(entry.section)}")
@@ -112,7 +112,7 @@ def _card(entry, settings, engine, store, profile, bank) -> None:
                 answer = st.text_area("Your answer", height=160, key=f"practice_text_{entry.id}",
                                       placeholder="Answer as you would in the interview; bullet points are fine.")
                 if st.form_submit_button("Grade my answer", icon=":material/grading:", type="primary"):
-                    g = _grader(settings, engine, bank)(entry, answer)
+                    g = _grader(settings, engine)(entry, answer)
                     store.record(profile, g)
                     ss["practice_grade"] = g
                     st.rerun()
