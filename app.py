@@ -1,7 +1,7 @@
 """The app: ask about the study guides, read cited answers, inspect the sources; or practise their questions.
 
 Run with ``guides serve`` (or ``streamlit run app.py``). Settings come from the environment
-(GUIDES_*) like the CLI. This file only renders; guides_qa.pipeline does the work and
+(GUIDES_*) like the CLI. This file only renders; pipeline.qa does the work and
 guides_qa.ui holds the drawing helpers.
 """
 

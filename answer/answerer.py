@@ -1,6 +1,6 @@
 """The answering stage: refusal gate, evidence sentences, prompt, streamed generation, cited result.
 
-The whole turn (rewrite the follow-up, retrieve, rerank, answer) is ``guides_qa.pipeline.Pipeline.ask_stream``,
+The whole turn (rewrite the follow-up, retrieve, rerank, answer) is ``pipeline.qa.Pipeline.ask_stream``,
 which the CLI, the app and eval use; the answerer is its last stage.
 
 Example::

@@ -2,7 +2,7 @@
 
 The plainest retrieval-augmented pipeline a llama-index user builds is its default ``RetrieverQueryEngine``
 (the compact response synthesizer and llama-index's default QA prompt) over a retriever. The peer is that
-engine over this project's own retriever (``guides_qa.llama_index.GuidesRetriever``: the same hybrid search
+engine over this project's own retriever (``pipeline.llama_index.GuidesRetriever``: the same hybrid search
 and reranker), reading the top ``PEER_TOP_K`` whole passages, answered by the same model. It has no refusal
 gate, no sentence selection and no verifier, so the comparison measures what those add (or cost).
 
@@ -57,7 +57,7 @@ def peer_declined(answer: str) -> bool:
 
 def peer_engine(pipe, *, top_k: int = PEER_TOP_K):
     """llama-index's default query engine over the pipeline's retriever and LLM."""
-    from guides_qa.llama_index import retriever_query_engine
+    from pipeline.llama_index import retriever_query_engine
 
     return retriever_query_engine(pipe, top_k=top_k)
 

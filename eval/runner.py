@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from core.settings import Settings
-from guides_qa.pipeline import Pipeline
+from pipeline.qa import Pipeline
 
 from .golden import PARTS, SPLIT_SEED, TEST_SHARE, GoldenItem, load_golden, select_part
 from .report import write_outputs

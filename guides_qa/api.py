@@ -156,7 +156,7 @@ def create_app(settings: Settings, *, engine=None, api_key: str | None = None) -
             except ApiError as e:
                 return e.response()
             except Exception as e:  # noqa: BLE001 - logged, and answered in OpenAI's shape
-                from guides_qa.pipeline import InputError
+                from pipeline.qa import InputError
 
                 if isinstance(e, InputError):
                     return ApiError(400, str(e), param="messages", code="invalid_question").response()
@@ -191,7 +191,7 @@ def create_app(settings: Settings, *, engine=None, api_key: str | None = None) -
         if req.model != MODEL_ID:
             raise ApiError(404, f"Unknown model {req.model!r}: this server has one model, {MODEL_ID!r} "
                                 "(GET /v1/models).", param="model", code="model_not_found")
-        from guides_qa.pipeline import validate_turns
+        from pipeline.qa import validate_turns
 
         turns = validate_turns(user_turns(req.messages), max_chars=settings.max_question_chars)   # before streaming
         await asyncio.to_thread(warmup.wait, 600)
@@ -212,7 +212,7 @@ def create_app(settings: Settings, *, engine=None, api_key: str | None = None) -
 
     async def stream_chat(request: Request, turns: list[str], cid: str, created: int):
         from answer.answerer import Token
-        from guides_qa.pipeline import AskResult
+        from pipeline.qa import AskResult
 
         events: queue.Queue = queue.Queue()
         stop = threading.Event()

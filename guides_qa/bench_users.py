@@ -24,7 +24,7 @@ from core.settings import load_settings
 
 def measure(slots: int, questions: list[list[str]], users: int, rounds: int) -> dict:
     from core.llm import load_llm
-    from guides_qa.pipeline import Pipeline
+    from pipeline.qa import Pipeline
     from guides_qa.ui.engine import QueuedLLM
 
     s = load_settings(llm_parallel=slots)

@@ -199,7 +199,7 @@ STATUS_MARK = {"verified": "✓ verified", "contradicted": "✗ contradicted", "
 
 
 def cmd_ask(args) -> int:
-    from guides_qa.pipeline import Pipeline
+    from pipeline.qa import Pipeline
 
     s = _settings(args)
     pipe = Pipeline(s)
@@ -210,7 +210,7 @@ def cmd_ask(args) -> int:
 
 
 def _ask(args, pipe) -> int:
-    from guides_qa.pipeline import InputError
+    from pipeline.qa import InputError
 
     if args.batch:
         for it in _read_batch(args.batch):

@@ -64,7 +64,7 @@ def real_index(tmp_path_factory, real_embedder):
 
 @pytest.fixture(scope="session")
 def real_pipeline(real_index, real_embedder):
-    from guides_qa.pipeline import Pipeline
+    from pipeline.qa import Pipeline
 
     settings, _ = real_index
     pipe = Pipeline(settings, embedder=real_embedder)

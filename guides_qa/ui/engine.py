@@ -4,7 +4,7 @@ model, one LLM per backend, and a ``Pipeline`` per session options that shares t
 Embedded Qdrant allows one client per folder per process, so every Pipeline must use the same
 ``IndexHandle``; sessions that change top-k, reranking or the LLM backend get their own
 lightweight Pipeline (settings copy) whose heavy parts come from here. The answering code is
-``guides_qa.pipeline.Pipeline``'s, the same the CLI and ``guides eval`` run.
+``pipeline.qa.Pipeline``'s, the same the CLI and ``guides eval`` run.
 
 - Models load one at a time behind one lock (importing transformers from two threads at once
   half-initialises it); ``warm`` loads them in the background once and records each step, its
@@ -35,7 +35,7 @@ from functools import cached_property
 from typing import Callable, Iterator
 
 from core.settings import Settings
-from guides_qa.pipeline import Pipeline
+from pipeline.qa import Pipeline
 
 log = logging.getLogger("guides_qa.engine")
 

@@ -145,7 +145,7 @@ def shorten(s: str, n: int) -> str:
 # --------------------------------------------------------------------------- building views
 def turn_from_result(result, *, question: str, settings=None, options: dict | None = None,
                      turn_id: str | None = None) -> TurnView:
-    """The view of one answered (or refused) question from a ``guides_qa.pipeline.AskResult``."""
+    """The view of one answered (or refused) question from a ``pipeline.qa.AskResult``."""
     a = result.answer
     by_n = {p.n: p.hit for p in a.passages}
     cites = []
@@ -200,7 +200,7 @@ def error_turn(question: str, exc: BaseException, settings, *, options: dict | N
 
 def describe_error(exc: BaseException, settings) -> ErrorView:
     """Classify a failure of one question and say which setting or command fixes it."""
-    from guides_qa.pipeline import InputError
+    from pipeline.qa import InputError
     from ingest.store import IndexError_, IndexMissingError
 
     msg = str(exc) or type(exc).__name__

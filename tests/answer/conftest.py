@@ -82,7 +82,7 @@ def answer_real_index(tmp_path_factory):
 @pytest.fixture(scope="session")
 def answer_pipeline(answer_real_index, answer_bundled_llm):
     """The product's pipeline over the real index, answering with the bundled model."""
-    from guides_qa.pipeline import Pipeline
+    from pipeline.qa import Pipeline
 
     pipe = Pipeline(answer_real_index, llm=answer_bundled_llm)
     yield pipe

@@ -173,7 +173,7 @@ def test_injected_passage_stays_quoted_data(open_settings, embedder, hits, make_
 
 
 def test_followup_uses_rewritten_query(open_settings, embedder, hits):
-    from guides_qa.pipeline import Pipeline
+    from pipeline.qa import Pipeline
 
     llm = FakeLLM()
     a = Answerer(open_settings, llm=llm, embedder=embedder)

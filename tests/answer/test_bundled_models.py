@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from guides_qa.pipeline import Pipeline
+from pipeline.qa import Pipeline
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 from answer.answerer import Answerer, AnswerResult, Token
 from core.llm import complete, count_messages_tokens
 from answer.prompt import ANSWER_PREFILL, build_prompt
-from guides_qa.pipeline import AskResult
+from pipeline.qa import AskResult
 
 pytestmark = pytest.mark.slow
 

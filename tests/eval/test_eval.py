@@ -96,7 +96,7 @@ def test_quick_eval_end_to_end(tmp_path):
 
 def test_one_answered_question_with_fake_llm_and_fake_judge(tmp_path, guides_copy, fake_settings):
     from eval.runner import run_eval
-    from guides_qa.pipeline import Pipeline
+    from pipeline.qa import Pipeline
     from ingest.embed import HashEmbedder
     from ingest.pipeline import run_ingest
 
@@ -148,7 +148,7 @@ def test_one_answered_question_with_fake_llm_and_fake_judge(tmp_path, guides_cop
 
 def test_eval_without_the_peer_has_no_peer_row(tmp_path, guides_copy, fake_settings):
     from eval.runner import run_eval
-    from guides_qa.pipeline import Pipeline
+    from pipeline.qa import Pipeline
     from ingest.embed import HashEmbedder
     from ingest.pipeline import run_ingest
 

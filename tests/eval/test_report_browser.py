@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def report_dir(tmp_path_factory):
     from core.settings import Settings
     from eval.runner import run_eval
-    from guides_qa.pipeline import Pipeline
+    from pipeline.qa import Pipeline
     from ingest.embed import HashEmbedder
     from ingest.pipeline import run_ingest
     repo = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""guides_qa.llama_index: the guides index inside llama-index's own retriever and query-engine machinery."""
+"""pipeline.llama_index: the guides index inside llama-index's own retriever and query-engine machinery."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ QUESTION = "What is the role of layer normalization?"
 def make_pipe(small_index, tmp_path):
     """Pipelines over a private copy of the small hash-embedded index, with a fake LLM and the overlap reranker."""
     from core.settings import Settings
-    from guides_qa.pipeline import Pipeline
+    from pipeline.qa import Pipeline
     from ingest.embed import HashEmbedder
 
     guides, data = small_index
@@ -53,7 +53,7 @@ def _assert_node_is_hit(node, hit, guides_dir):
 
 
 def test_retriever_returns_the_pipelines_hits_as_nodes(pipe, small_index):
-    from guides_qa.llama_index import GuidesRetriever
+    from pipeline.llama_index import GuidesRetriever
 
     nodes = GuidesRetriever(pipe, top_k=4).retrieve(QUESTION)
     hits = pipe.retrieve([QUESTION], top_k=4).hits
@@ -64,7 +64,7 @@ def test_retriever_returns_the_pipelines_hits_as_nodes(pipe, small_index):
 
 
 def test_retriever_rewrites_a_follow_up_with_its_history(pipe):
-    from guides_qa.llama_index import GuidesRetriever
+    from pipeline.llama_index import GuidesRetriever
 
     follow = GuidesRetriever(pipe, top_k=3, history=["What is LoRA?"]).retrieve("What are its drawbacks?")
     expected = pipe.retrieve(["What is LoRA?", "What are its drawbacks?"], top_k=3).hits
@@ -74,7 +74,7 @@ def test_retriever_rewrites_a_follow_up_with_its_history(pipe):
 
 
 def test_retriever_rejects_bad_arguments(pipe):
-    from guides_qa.llama_index import GuidesRetriever
+    from pipeline.llama_index import GuidesRetriever
 
     with pytest.raises(ValueError, match="top_k must be at least 1, got 0"):
         GuidesRetriever(pipe, top_k=0)
@@ -85,7 +85,7 @@ def test_retriever_rejects_bad_arguments(pipe):
 def test_llama_index_retriever_query_engine_runs_offline_with_the_fake_llm(pipe, small_index):
     from llama_index.core.query_engine import RetrieverQueryEngine
 
-    from guides_qa.llama_index import GuidesLLM, GuidesRetriever
+    from pipeline.llama_index import GuidesLLM, GuidesRetriever
 
     fake = FakeLLM(script={"layer normalization": "Layer normalization stabilises training."})
     engine = RetrieverQueryEngine.from_args(GuidesRetriever(pipe, top_k=3), llm=GuidesLLM(fake))
@@ -102,7 +102,7 @@ def test_llama_index_retriever_query_engine_runs_offline_with_the_fake_llm(pipe,
 
 
 def test_retriever_query_engine_helper_uses_the_pipelines_llm(pipe):
-    from guides_qa.llama_index import retriever_query_engine
+    from pipeline.llama_index import retriever_query_engine
 
     resp = retriever_query_engine(pipe, top_k=2).query(QUESTION)
     assert len(resp.source_nodes) == 2
@@ -110,7 +110,7 @@ def test_retriever_query_engine_helper_uses_the_pipelines_llm(pipe):
 
 
 def test_guides_query_engine_answers_exactly_as_the_pipeline(pipe):
-    from guides_qa.llama_index import GuidesQueryEngine
+    from pipeline.llama_index import GuidesQueryEngine
 
     resp = GuidesQueryEngine(pipeline=pipe).query(QUESTION)
     ask = pipe.ask([QUESTION])
@@ -123,7 +123,7 @@ def test_guides_query_engine_answers_exactly_as_the_pipeline(pipe):
 
 
 def test_guides_query_engine_refusal_is_a_response_too(make_pipe):
-    from guides_qa.llama_index import GuidesQueryEngine
+    from pipeline.llama_index import GuidesQueryEngine
 
     pipe = make_pipe("fake:refuse")
     resp = GuidesQueryEngine(pipeline=pipe).query(QUESTION)
@@ -135,7 +135,7 @@ def test_guides_query_engine_refusal_is_a_response_too(make_pipe):
 def test_guides_llm_complete_stream_and_chat():
     from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
-    from guides_qa.llama_index import GuidesLLM
+    from pipeline.llama_index import GuidesLLM
 
     fake = FakeLLM(script={"ping": "pong pong pong"})
     llm = GuidesLLM(fake, max_tokens=2)
@@ -156,7 +156,7 @@ def test_guides_llm_complete_stream_and_chat():
 @pytest.mark.slow
 def test_real_index_retrieval_through_llama_index(real_pipeline):
     """The real guides, the real embedder and the real Qdrant index, through GuidesRetriever."""
-    from guides_qa.llama_index import GuidesRetriever
+    from pipeline.llama_index import GuidesRetriever
 
     nodes = GuidesRetriever(real_pipeline, top_k=5).retrieve("What is LoRA and why is it parameter-efficient?")
     hits = real_pipeline.retrieve(["What is LoRA and why is it parameter-efficient?"], top_k=5).hits

@@ -11,7 +11,7 @@ from answer.answerer import AnswerResult, Checking, Evidence, Token
 from core.llm import FakeLLM
 from core.settings import Settings
 from ingest.embed import HashEmbedder
-from guides_qa.pipeline import AskResult, InputError, Pipeline
+from pipeline.qa import AskResult, InputError, Pipeline
 
 FOLLOW_UP = ["What is QLoRA?", "Which base model precision does it use?"]
 

@@ -83,7 +83,7 @@ def test_conversation_leaves_out_failed_turns_and_caps_history():
 # --------------------------------------------------------------------------- errors
 def test_describe_error_names_the_setting_to_fix():
     from core.llm import LLMError
-    from guides_qa.pipeline import InputError
+    from pipeline.qa import InputError
     from ingest.store import IndexMissingError
     from retrieval.rerank import RerankerError
 

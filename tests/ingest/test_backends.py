@@ -4,7 +4,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from core.settings import SettingsError, load_settings
-from guides_qa.pipeline import Pipeline
+from pipeline.qa import Pipeline
 from ingest.backends import IndexBackendError, IndexPoint, IndexQuery, IndexSpec, get_backend
 from ingest.backends.edge import EdgeBackend
 from ingest.backends.server import ServerBackend

@@ -5,7 +5,7 @@ import multiprocessing as mp
 
 import pytest
 
-from guides_qa.pipeline import Pipeline
+from pipeline.qa import Pipeline
 from ingest.embed import HashEmbedder
 from ingest.pipeline import run_ingest
 from ingest.store import IndexLayout, IndexLockedError, IndexMissingError
@@ -124,7 +124,7 @@ def test_interrupted_ingest_leaves_previous_index_usable(guides_copy, fake_setti
 def _hold_index(data_dir, guides_dir, ready, release):
     from core.settings import Settings
     from ingest.embed import HashEmbedder
-    from guides_qa.pipeline import Pipeline
+    from pipeline.qa import Pipeline
 
     s = Settings(guides_dir=guides_dir, data_dir=data_dir, embed_model="fake:hash", reranker="off", llm="fake")
     pipe = Pipeline(s, embedder=HashEmbedder())

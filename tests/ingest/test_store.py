@@ -10,7 +10,7 @@ import signal
 import numpy as np
 import pytest
 
-from guides_qa.pipeline import Pipeline
+from pipeline.qa import Pipeline
 from ingest.embed import HashEmbedder
 from ingest.pipeline import run_ingest
 from ingest.store import LEASE, IndexError_, IndexLayout
@@ -19,7 +19,7 @@ from ingest.store import LEASE, IndexError_, IndexLayout
 def _reader(data_dir, guides_dir, cmd, out):
     """A separate process with its own Pipeline: 'ask' answers one question, 'stop' exits."""
     from core.settings import Settings
-    from guides_qa.pipeline import Pipeline
+    from pipeline.qa import Pipeline
     from ingest.embed import HashEmbedder
 
     s = Settings(guides_dir=guides_dir, data_dir=data_dir, embed_model="fake:hash", reranker="off", llm="fake")

@@ -1,6 +1,6 @@
 import pytest
 
-from guides_qa.pipeline import InputError, Pipeline, validate_question
+from pipeline.qa import InputError, Pipeline, validate_question
 from ingest.embed import HashEmbedder
 from ingest.pipeline import run_ingest
 

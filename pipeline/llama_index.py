@@ -14,8 +14,8 @@
 Example::
 
     from core.settings import load_settings
-    from guides_qa.pipeline import Pipeline
-    from guides_qa.llama_index import GuidesQueryEngine, GuidesRetriever, retriever_query_engine
+    from pipeline.qa import Pipeline
+    from pipeline.llama_index import GuidesQueryEngine, GuidesRetriever, retriever_query_engine
 
     pipe = Pipeline(load_settings())
     for n in GuidesRetriever(pipe, top_k=3).retrieve("What is LoRA?"):
@@ -47,7 +47,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from core.llm import LLM, Message
 from core.types import Hit
-from guides_qa.pipeline import Pipeline
+from pipeline.qa import Pipeline
 from retrieval.search import MODES
 
 # Metadata a node carries for the caller but that is not worth the LLM's or an embedder's tokens.
