@@ -35,6 +35,7 @@ from answer.budget import (OVERHEAD_TOKENS, SPEED_FILE, EvidenceBudget, fixed_bu
                            size_budget)
 from answer.check import AnswerCheck, CheckCall
 from answer.citations import Citation, attribute, short_answer_grounded, strip_echoed_headers
+from answer.completeness import asked_parts, missing_parts
 from answer.evidence import (Quote, best_evidence, is_statement, quote_coverage, score_sentences, select_sentences,
                              span_lines)
 from core.llm import LLM, count_messages_tokens
@@ -47,18 +48,25 @@ from core.settings import Settings
 from core.types import Hit
 from ingest.embed import CachedEmbedder
 
-# The answer's state when every sentence verifies but it states little of the best evidence (_flag_incomplete).
+# The answer's state when every sentence verifies but it leaves out a part of the question (_flag_incomplete).
 INCOMPLETE = "incomplete"
 
 # What each answer state (AnswerResult.status) tells the reader, shown under the answer by the app and `guides ask`.
 ANSWER_STATES = {
     VERIFIED: "verified: every sentence is stated by the passage it cites",
-    INCOMPLETE: "may be incomplete: every sentence is verified, but the answer states little of the guides' best "
-                "evidence for the question (see \"The guides also say\")",
+    INCOMPLETE: "may be incomplete: every sentence is verified, but the answer leaves out part of the question",
     UNVERIFIED: "not verified: a sentence is not stated by the passage it cites (see the evidence)",
     CONTRADICTED: "contradicted: a cited passage says otherwise (see the evidence)",
     TOO_SHORT: "too short to check: compare it with the passage",
 }
+
+
+def describe_status(status: str, missing_parts: Sequence[str] = ()) -> str:
+    """The line under an answer (app and `guides ask`): its state, and for an incomplete one what it leaves out."""
+    if status == INCOMPLETE and missing_parts:
+        return ("may be incomplete: every sentence is verified, but the answer does not say "
+                + "; ".join(f"\u201c{p}\u201d" for p in missing_parts))
+    return ANSWER_STATES.get(status, status)
 
 
 def quote_entry(p: Passage, start: int, end: int) -> dict:
@@ -120,6 +128,7 @@ class AnswerResult:
     span_status: str | None = None                # the status the span verifier alone gave, before the check
     coverage: float | None = None                 # share of the best evidence sentences' words the answer states
     left_out: list[dict] = field(default_factory=list)   # best evidence sentences an INCOMPLETE answer leaves out
+    missing_parts: list[str] = field(default_factory=list)   # the parts of the question an INCOMPLETE answer leaves out
     evidence_budget: EvidenceBudget | None = None        # the evidence tokens the model could read, and why
 
     @property
@@ -160,6 +169,7 @@ class AnswerResult:
             "span_status": self.span_status,
             "coverage": None if self.coverage is None else round(self.coverage, 3),
             "left_out": self.left_out,
+            "missing_parts": self.missing_parts,
             "evidence_budget": self.evidence_budget.to_json() if self.evidence_budget else None,
             "signals": self.signals,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
@@ -386,24 +396,32 @@ class Answerer:
             timings["check"] = (time.perf_counter() - t_check) * 1000
         result.answer, result.citations, result.raw_answer = cited.text, cited.citations, raw
         result.status = cited.status
-        self._flag_incomplete(result, lead, prompt.passages, asked)
+        self._flag_incomplete(result, lead, prompt.passages, asked, cited)
         timings["total"] = (time.perf_counter() - t0) * 1000
         result.timings_ms = timings
         yield result
 
     def _flag_incomplete(self, result: AnswerResult, lead: Sequence[Quote], passages: Sequence[Passage],
-                         asked: str) -> None:
-        """Record how much of the best evidence sentences the answer states (``quote_coverage`` over
-        ``best_evidence(lead, answer_coverage_quotes)``); a verified answer below ``answer_min_coverage`` becomes
-        INCOMPLETE, with the evidence it leaves out in ``result.left_out``."""
+                         asked: str, cited) -> None:
+        """A verified answer that leaves out a part of the question (answer.completeness) becomes INCOMPLETE,
+        naming the parts in ``result.missing_parts`` and keeping the best evidence it does not state in
+        ``result.left_out``. ``answer_incomplete="coverage"`` flags by the share of the best evidence's words
+        stated instead (the rule before; most answers it flagged were right)."""
         s = self.settings
         top = best_evidence(lead, s.answer_coverage_quotes)
-        if not top:
+        covs = quote_coverage(result.answer, top, asked) if top else []
+        result.coverage = sum(covs) / len(covs) if covs else None
+        if result.status != VERIFIED or s.answer_incomplete == "off":
             return
-        covs = quote_coverage(result.answer, top, asked)
-        result.coverage = sum(covs) / len(covs)
-        if result.status != VERIFIED or result.coverage >= s.answer_min_coverage:
-            return
+        if s.answer_incomplete == "coverage":
+            if result.coverage is None or result.coverage >= s.answer_min_coverage:
+                return
+        else:
+            verified = [sup.sentence for c in cited.citations for sup in c.supports if sup.status == VERIFIED]
+            missing = missing_parts(asked_parts(asked), list(dict.fromkeys(verified)))
+            if not missing:
+                return
+            result.missing_parts = [p.describe() for p in missing]
         result.status = INCOMPLETE
         by_chunk = {p.chunk_id: p for p in passages}
         shown = {" ".join(e["quote"].split()) for e in result.evidence}    # each quote once under an answer

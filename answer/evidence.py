@@ -10,6 +10,11 @@ header row; a list item those of its parent items and of the line leading into t
 a question word ("- **TensorRT-LLM:**" above "  - **Cons:** CUDA-only, complex setup", not
 "**Expected Answer:**").
 
+Two rules keep the facts of a list or table together within the budget (chosen on the tune part
+of the dev set, answer/MEASUREMENTS.md): a sentence's score moves half way to the best score of
+its block of lines (``pull_to_block``: the rest of the table whose best row answers outranks a stray
+sentence of the fourth passage), and a line that asks ("**Q24: Explain ...**") is never chosen.
+
 Example::
 
     sel = select_sentences("What does QLoRA quantize to?", hits, count_tokens=len, budget_tokens=160)
@@ -33,6 +38,7 @@ GAP = " … "
 CONTEXT_WEIGHT = 0.5      # a question word found only in a sentence's context lines, against one in the sentence
 RANK_BONUS = 0.1          # a sentence of the passage ranked r gets RANK_BONUS / (1 + r)
 NEAR_BEST = 0.8           # best_evidence: sentences scoring at least this share of the best one
+BLOCK_PULL = 0.5          # a sentence's score moves this share of the way to the best of its block (pull_to_block)
 
 
 @dataclass
@@ -142,6 +148,36 @@ def context_spans(text: str, start: int) -> list[tuple[int, int]]:
     return out[::-1]
 
 
+def block_start(text: str, pos: int) -> int:
+    """Start of the run of non-blank lines holding ``pos``: a table, a list without blank lines, a paragraph."""
+    a = text.rfind("\n", 0, pos) + 1
+    while a > 0:
+        prev = text.rfind("\n", 0, a - 1) + 1
+        if not text[prev:a - 1].strip():
+            break
+        a = prev
+    return a
+
+
+def pull_to_block(cands: Sequence[Quote], weight: float, *, by: str = "lines") -> None:
+    """Move each sentence's score ``weight`` of the way towards the best score of its block (``block_start``
+    runs of lines, or ``by="context"``: the same table header or list parent), so the rest of a list or
+    table whose best line answers the question outranks a stray sentence of another passage."""
+    if weight <= 0:
+        return
+    def key(c: Quote):
+        if by == "context":
+            ctx = context_spans(c.hit.text, c.start)
+            return (c.hit.chunk_id, ctx[-1] if ctx else block_start(c.hit.text, c.start))
+        return (c.hit.chunk_id, block_start(c.hit.text, c.start))
+    best: dict = {}
+    for c in cands:
+        k = key(c)
+        best[k] = max(best.get(k, 0.0), c.score)
+    for c in cands:
+        c.score += weight * (best[key(c)] - c.score)
+
+
 def score_sentences(question: str, hits: Sequence[Hit], *, embedder=None, context_weight: float = CONTEXT_WEIGHT) -> list[Quote]:
     """Every sentence of ``hits`` scored against ``question``, best first. A question word found only in
     the sentence's context (``context_spans``) counts ``context_weight`` of one found in the sentence."""
@@ -172,9 +208,14 @@ def score_sentences(question: str, hits: Sequence[Hit], *, embedder=None, contex
 
 
 def select_sentences(question: str, hits: Sequence[Hit], *, count_tokens: Callable[[str], int],
-                     budget_tokens: int, embedder=None) -> Selection:
+                     budget_tokens: int, embedder=None, block_weight: float = BLOCK_PULL, block_by: str = "lines",
+                     skip_asking: bool = True) -> Selection:
     """The best sentences of ``hits`` within ``budget_tokens`` (see the module docstring)."""
     ranked = score_sentences(question, hits, embedder=embedder)
+    if skip_asking:
+        ranked = [c for c in ranked if not is_asking(c.text)] or ranked
+    pull_to_block(ranked, block_weight, by=block_by)
+    ranked.sort(key=lambda c: -c.score)
     q_stems = set(content_stems(question)) - QUESTION_SCAFFOLD_STEMS
     chosen: dict[str, list[tuple[int, int]]] = {}
     quotes: list[Quote] = []
@@ -228,6 +269,14 @@ def is_statement(text: str) -> bool:
     answer nothing."""
     t = _MARKUP.sub(" ", text).strip()
     return bool(t) and not t.endswith(("?", ":"))
+
+
+_ASKING = re.compile(r"^\W*(Q\d+\s*[:.]|.*\?\W*$)")
+
+
+def is_asking(text: str) -> bool:
+    """A line that asks rather than answers: "**Q24: Explain the differences ...**", "What is RAG?"."""
+    return bool(_ASKING.match(" ".join(text.split())))
 
 
 def best_evidence(quotes: Sequence[Quote], k: int) -> list[Quote]:

@@ -201,11 +201,15 @@ class Settings(BaseSettings):
     answer_check_threshold: float = Field(
         0.65, ge=0.0, le=1.0, description="The answer check's P(yes) a sentence needs to stay verified "
         "(chosen on the labelled sentences of tune-part answers, answer/MEASUREMENTS.md).")
+    answer_incomplete: Literal["question", "coverage", "off"] = Field(
+        "question", description="When a verified answer is shown 'may be incomplete': 'question' (the default) when it "
+        "leaves out a part the question asks for (answer.completeness: a second question, the aspects of 'how many X "
+        "and Y', a plural or counted ask); 'coverage' when it states less than answer_min_coverage of its best "
+        "evidence's words (the earlier rule: most answers it flagged were right); 'off'. answer/MEASUREMENTS.md.")
     answer_min_coverage: float = Field(
-        0.45, ge=0.0, le=1.0, description="A verified answer is shown as 'incomplete', with the evidence it leaves "
-        "out under it, when it states less than this share of the content words of its best evidence sentences "
-        "(mean over answer.evidence.best_evidence; the question's own words left out). 0 turns the flag off. "
-        "Chosen on the tune part of the dev set, measured on the test part: answer/MEASUREMENTS.md.")
+        0.45, ge=0.0, le=1.0, description="Best evidence sentences of which an incomplete answer states less than this "
+        "share of content words (the question's own words left out) are shown under it as left out; with "
+        "answer_incomplete='coverage', also the flag's threshold (mean over answer.evidence.best_evidence).")
     answer_coverage_quotes: int = Field(
         3, ge=1, le=20, description="At most this many best evidence sentences (those scoring within "
         "answer.evidence.NEAR_BEST of the best one) are what answer_min_coverage is measured over.")

@@ -259,7 +259,7 @@ def _print_quote_entry(e: dict, mark: str = "") -> None:
 
 
 def _stream_answer(pipe, turns: list[str]) -> int:
-    from answer.answerer import ANSWER_STATES, Checking, Evidence, Token
+    from answer.answerer import ANSWER_STATES, Checking, describe_status, Evidence, Token
 
     result = None
     streamed = []
@@ -284,19 +284,17 @@ def _stream_answer(pipe, turns: list[str]) -> int:
         # The model's draft streamed, then failed the checks: say so, as the app does by replacing it.
         print(f"\nThe draft above is withdrawn ({a.refusal_reason}).\n{a.answer}")
     if not a.refused and a.status in ANSWER_STATES:
-        print(f"\nAnswer {ANSWER_STATES[a.status]}")
+        print(f"\nAnswer {describe_status(a.status, a.missing_parts)}")
     for w in a.warnings:
         print(f"note: {w}")
-    if a.evidence:
-        print("\nEvidence:")
+    if a.evidence or a.left_out:
+        print("\nFrom the guides:")
         for e in a.evidence:
             why = [r for r in e["reasons"] if r != "too short to check"]
             _print_quote_entry(e, f"{STATUS_MARK.get(e['status'], e['status'])}"
                                   + (f" ({'; '.join(why)})" if why else "") + " ")
-    if a.left_out:
-        print("\nThe guides also say (the answer may leave this out):")
         for e in a.left_out:
-            _print_quote_entry(e)
+            _print_quote_entry(e, "not in the answer ")
     if a.citations or a.passages:
         print("\nSources:")
         cited = {c.n: c for c in a.citations}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from answer.answerer import ANSWER_STATES
+from answer.answerer import ANSWER_STATES, describe_status
 from core.text import line_range, plain_inline
 from guides_qa.feedback import FeedbackEntry, FeedbackStore
 from guides_qa.ui.view import (CitationView, IndexStatus, TurnView, answer_markdown, error_turn, escape_md, fmt_ms,
@@ -94,7 +94,7 @@ def render_turn_body(turn: TurnView, *, feedback: FeedbackUI | None) -> None:
         st.markdown(answer_markdown(turn.answer))
         if turn.status in ANSWER_STATES:
             icon = STATUS_LABEL.get(turn.status, (":material/rule:",))[0]
-            st.caption(f"{icon} Answer {escape_md(ANSWER_STATES[turn.status])}")
+            st.caption(f"{icon} Answer {escape_md(describe_status(turn.status, turn.missing_parts))}")
         render_evidence(turn)
     for w in turn.warnings:
         st.caption(f":material/warning: {escape_md(w)}")
@@ -134,16 +134,15 @@ def status_caption(status: str, reasons: list[str]) -> str:
 
 
 def render_evidence(turn: TurnView) -> None:
-    """Under the answer, without a click: the guides' sentences that each cited sentence aligned with, then
-    the best evidence an incomplete answer leaves out."""
-    if turn.evidence:
+    """Under the answer, without a click, one block: the guides' sentences that each cited sentence aligned
+    with, marked with what they do for the answer, then the best evidence an incomplete answer leaves out,
+    marked so. Each quote once (the answerer leaves a quote already shown out of ``left_out``)."""
+    if turn.evidence or turn.left_out:
         st.markdown("**From the guides**")
     for e in turn.evidence:
         _render_quote_entry(e, " · " + status_caption(e["status"], e.get("reasons", [])))
-    if turn.left_out:
-        st.markdown("**The guides also say** :gray[(the answer may leave this out)]")
     for e in turn.left_out:
-        _render_quote_entry(e)
+        _render_quote_entry(e, " · :material/playlist_remove: not in the answer")
 
 
 def _render_quote_entry(e: dict, tail: str = "") -> None:

@@ -119,6 +119,7 @@ class TurnView:
     status: str = ""             # the answer's trust state: verified | incomplete | unverified | contradicted | too_short | refused
     evidence: list[dict] = field(default_factory=list)   # the guides' sentences each cited sentence aligned with
     left_out: list[dict] = field(default_factory=list)   # best evidence an incomplete answer leaves out
+    missing_parts: list[str] = field(default_factory=list)   # the parts of the question an incomplete answer leaves out
 
     @property
     def ok(self) -> bool:
@@ -167,7 +168,8 @@ def turn_from_result(result, *, question: str, settings=None, options: dict | No
         citations=cites, sources=source_rows(result.hits, a.passages, {c.n for c in cites}),
         timings=dict(result.timings_ms), warnings=list(a.warnings), options=dict(options or {}),
         settings=settings_snapshot(settings) if settings is not None else {}, turns=list(result.turns),
-        status=a.status, evidence=list(a.evidence), left_out=list(a.left_out))
+        status=a.status, evidence=list(a.evidence), left_out=list(a.left_out),
+        missing_parts=list(a.missing_parts))
 
 
 def source_rows(hits: Sequence, passages: Sequence = (), cited_ns: set[int] = frozenset()) -> list[SourceRow]:

@@ -10,6 +10,7 @@ from streamlit.testing.v1.element_tree import Block
 from core.text import line_range, plain_inline
 
 QUESTION = "What is LoRA and why is it preferred over full fine-tuning?"
+TWO_PART = "Why does asking a model to reason step by step improve its answers, and what is the KV cache?"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -59,7 +60,7 @@ def test_ask_gets_a_cited_answer_with_sources_and_latency(app_env, new_app):
     ask(at, QUESTION)
     msg = assistant(at)
     answer = msg.markdown[0].value
-    assert "LoRA" in answer and ":blue-badge[1]" in answer          # marker [1] drawn as a badge
+    assert "fine-tuning" in answer and ":blue-badge[1]" in answer   # passage [1]'s words; marker [1] drawn as a badge
     latency = [c.value.replace("\u00a0", " ") for c in msg.caption if c.value.startswith(":material/timer:")]
     assert len(latency) == 1
     assert all(stage in latency[0] for stage in ("rewrite", "retrieve", "rerank", "first token", "total"))
@@ -216,7 +217,7 @@ def test_refusal_is_shown_without_citations(app_env, new_app):
 def test_the_evidence_is_shown_under_the_answer_without_a_click(app_env, new_app):
     """Issue 9 §3: the guides' sentence each cited sentence aligned with, with guide › section, lines and state,
     outside any popover or expander."""
-    at = ask(new_app().run(), QUESTION)
+    at = ask(new_app().run(), "Why is LoRA preferred over full fine-tuning?")
     msg = assistant(at)
     top = [m.value for m in msg.markdown]                 # direct children only: no click needed
     assert "**From the guides**" in top
@@ -232,21 +233,25 @@ def test_the_evidence_is_shown_under_the_answer_without_a_click(app_env, new_app
     assert turn.status == "verified" and any("Answer verified" in c.value and "every sentence" in c.value for c in msg.caption)
 
 
-def test_an_incomplete_answer_shows_what_the_guides_also_say(app_env, new_app):
-    """A verified answer that states little of its best evidence: the evidence it leaves out is under it, with
-    its place in the guides, and a warning says the answer may be incomplete."""
-    at = ask(new_app().run(), "Why does asking a model to reason step by step actually improve its answers?")
+def test_an_incomplete_answer_names_the_part_it_leaves_out_in_one_evidence_block(app_env, new_app):
+    """A verified answer to a two-part question that answers one part: the status line names the other part,
+    and the evidence it leaves out is in the same one evidence block, marked "not in the answer"."""
+    at = ask(new_app().run(), TWO_PART)
     msg = assistant(at)
     turn = at.session_state["history"][-1]
-    assert turn.status == "incomplete" and turn.left_out
+    assert turn.status == "incomplete" and turn.left_out and turn.missing_parts
     top = [m.value for m in msg.markdown]
-    assert any(v.startswith("**The guides also say**") for v in top)
+    assert top.count("**From the guides**") == 1 and not any("also say" in v for v in top)
+    assert any("not in the answer" in c.value for c in msg.caption)
+    assert any(f"\u201c{turn.missing_parts[0]}\u201d" in c.value for c in msg.caption if "may be incomplete" in c.value)
     e = turn.left_out[0]
     assert any(v.startswith("> ") and " ".join(plain_inline(e["quote"]).split())[:30] in v.replace("\\", "")
                for v in top)
     assert any(c.value.startswith(f"[{e['n']}] ") and line_range(e["lines"]) in c.value for c in msg.caption)
     shown = [" ".join(q["quote"].split()) for q in turn.evidence + turn.left_out]
     assert len(shown) == len(set(shown))                                     # each quote once under the answer
-    assert not any("**" in v for v in top if v.startswith("> "))             # the guides' markdown, not its markup
+    quotes = [v for v in top if v.startswith("> ") and any(" ".join(plain_inline(q["quote"]).split())[:30]
+                                                          in v.replace("\\", "") for q in turn.evidence + turn.left_out)]
+    assert quotes and not any("**" in v for v in quotes)                    # the guides' markdown, not its markup
     assert not any("–" in c.value and re.search(r"lines (\d+)–\1\b", c.value) for c in msg.caption)  # "line 92"
     assert any("may be incomplete" in c.value for c in msg.caption)

@@ -78,11 +78,15 @@ def test_ask_streams_the_answer_then_numbered_sources(env, capsys):
 
 
 def test_an_incomplete_answer_is_said_and_the_evidence_it_leaves_out_is_printed(env, capsys):
-    """The fake model echoes passage [1]'s first sentence, which verifies but states little of the best evidence."""
-    out = _ingest_and_ask(capsys, "Why does asking a model to reason step by step actually improve its answers?")
-    assert "\nAnswer may be incomplete: every sentence is verified" in out, out
-    left = out.split("\nThe guides also say (the answer may leave this out):\n", 1)[1].split("\nSources:", 1)[0]
-    head, quote = left.splitlines()[:2]
+    """The fake model echoes passage [1]'s first sentence: it answers one part of a two-part question. The state
+    names the other part; the evidence it leaves out is in the one evidence block, marked so."""
+    out = _ingest_and_ask(capsys, "Why does asking a model to reason step by step improve its answers, "
+                                  "and what is the KV cache?")
+    assert "\nAnswer may be incomplete: every sentence is verified, but the answer does not say \u201c" in out, out
+    block = out.split("\nFrom the guides:\n", 1)[1].split("\nSources:", 1)[0]
+    assert "also say" not in out
+    left = block[block.index("not in the answer"):]
+    head, quote = block[block.rindex("\n[", 0, block.index("not in the answer")) + 1:].splitlines()[:2]
     assert head.startswith("[") and re.search(r", (line \d+|lines (\d+)–(?!\2\b)\d+)\)$", head), head
     assert quote.startswith("  > ") and len(quote) > 20 and "**" not in quote
 
