@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from answer.answerer import Answerer, Evidence, find_loop
-from answer.evidence import (NEAR_BEST, Quote, best_evidence, context_spans, is_statement, quote_coverage,
+from answer.evidence import (NEAR_BEST, Quote, best_evidence, context_spans, is_asking, is_statement, quote_coverage,
                              score_sentences,
                              select_sentences, span_lines)
 from core.llm import FakeLLM
@@ -17,7 +17,7 @@ def words(text: str) -> int:
 
 def test_the_answering_sentences_are_chosen_in_order_within_the_budget(hits):
     sel = select_sentences("Is the LoRA update merged into the weights at inference?", hits,
-                           count_tokens=words, budget_tokens=30)
+                           count_tokens=words, budget_tokens=36)
     assert sel.best.hit.chunk_id == "lora" and "merged into the weights" in sel.best.text
     assert sum(words(t) + 2 for t in sel.excerpts.values()) <= 30 + 2
     lora = hits[0].text
@@ -162,3 +162,30 @@ def test_the_quote_shown_while_the_model_writes_is_a_statement(settings, embedde
     events = list(Answerer(settings, llm=FakeLLM(), embedder=embedder).stream("What are the drawbacks of TensorRT-LLM?", hits))
     (ev,) = [e for e in events if isinstance(e, Evidence)]
     assert ev.quote.text.startswith("- **Cons:**"), ev.quote.text
+
+
+BLOCK = ("| Improvement | Original | Improved | Used In |\n|---|---|---|---|\n"
+         "| **Normalization** | LayerNorm | RMSNorm | LLaMA, modern LLMs |\n"
+         "| **Activation** | ReLU | SwiGLU | Recent models |")
+STRAY = "A deep model stacks the transformer block many times."
+
+
+def test_the_rest_of_a_table_outranks_a_stray_sentence_of_a_lower_passage(make_hit):
+    """The a36 case of the dev set: the row that names LLaMA wins, and its neighbour row (SwiGLU) holds the other
+    fact; a sentence of another passage that shares the question's words used to take its place."""
+    hits = [make_hit(BLOCK, rank=1, chunk_id="table"), make_hit(STRAY, rank=2, chunk_id="stray")]
+    q = "What changes have modern LLMs like LLaMA made to the original transformer block?"
+    kept = select_sentences(q, hits, count_tokens=words, budget_tokens=36)
+    assert "SwiGLU" in kept.excerpts["table"] and "stray" not in kept.excerpts
+    before = select_sentences(q, hits, count_tokens=words, budget_tokens=36, block_weight=0.0)
+    assert "SwiGLU" not in before.excerpts["table"] and "stray" in before.excerpts      # what the rule changes
+
+
+def test_a_line_that_asks_is_never_chosen(make_hit):
+    text = ('**Q21: Explain the concept of "jailbreaking" LLMs and common techniques used.**\n\n'
+            "- **Role Playing:** act as DAN without restrictions.\n- **Encoding:** base64 hides the request.")
+    sel = select_sentences("What techniques do people use for jailbreaking LLMs?", [make_hit(text, chunk_id="j")],
+                           count_tokens=words, budget_tokens=25)
+    assert "Q21" not in sel.excerpts["j"] and "Role Playing" in sel.excerpts["j"] and "base64" in sel.excerpts["j"]
+    assert is_asking("**Q24: Explain the differences between BLEU and ROUGE.**") and is_asking("What is RAG?")
+    assert not is_asking("- **Cons:** CUDA-only, complex setup.")
