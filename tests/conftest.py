@@ -16,11 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 REAL_GUIDES = REPO / "data" / "guides"
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage")
+from guides_qa.screenshot import CHROMIUM, NO_CHROMIUM, chromium_driver  # noqa: E402  (one chromium setup)
 
 
 @pytest.fixture
@@ -77,24 +73,14 @@ def make_browser(tmp_path):
     """A factory of headless Debian chromium drivers, each with its own profile, all quit at teardown; skips,
     saying how to install it, when chromium is absent."""
     if CHROMIUM is None:
-        msg = ("chromium is not installed, so the real-browser test cannot run; install it with "
-               "`apt-get update && apt-get install -y chromium chromium-driver` (or `make browser`)")
+        msg = f"the real-browser test cannot run: {NO_CHROMIUM}"
         print(msg)
         pytest.skip(msg)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     drivers = []
 
     def make(window: str = "1280,1700", page_load_timeout: float = 60):
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = CHROMIUM
-        for f in CHROMIUM_FLAGS:
-            opts.add_argument(f)
-        opts.add_argument(f"--window-size={window}")
-        opts.add_argument(f"--user-data-dir={tmp_path / f'chromium-profile-{len(drivers)}'}")
-        d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-        d.set_page_load_timeout(page_load_timeout)
+        d = chromium_driver(tmp_path / f"chromium-profile-{len(drivers)}", window=window,
+                            page_load_timeout=page_load_timeout)
         drivers.append(d)
         return d
 

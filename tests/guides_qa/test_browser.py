@@ -110,6 +110,7 @@ def test_ask_in_a_real_browser_and_open_a_citation(served_app, browser):
     _ask(d, wait, "What is LoRA and why is it preferred over full fine-tuning?")
     first = _wait_answer(d, wait, 1)
     assert "LoRA" in first.text
+    assert "**" not in first.text and "From the guides" in first.text      # rendered, never markup characters
     cite = first.find_element(By.XPATH, './/*[@data-testid="stPopover"]//button[contains(normalize-space(.), "[1]")]')
     assert "lines" in cite.text
 
@@ -163,3 +164,16 @@ def test_one_practice_round_in_a_real_browser(served_app, browser):
     wait.until(lambda drv: drv.find_elements(By.CSS_SELECTOR, '[data-testid="stTextArea"] textarea'))
     nxt = d.find_element(By.XPATH, card).text
     assert nxt != question
+
+
+def test_the_readme_screenshot_script_saves_a_finished_answer(served_app, tmp_path):
+    """`python -m guides_qa.screenshot --url ...` (what retakes docs/answer.png) against the running app."""
+    from guides_qa.screenshot import main
+
+    url, log = served_app
+    out = tmp_path / "answer.png"
+    assert main(["--url", url, "--question", "What is the KV cache and why does it matter?", "--out", str(out)]) == 0
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and not out.with_suffix(".partial.png").exists()
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 400 and height > 200, (width, height)      # the whole chat message, not a blank corner
