@@ -286,3 +286,29 @@ def test_schema_judge_survives_one_event_loop_per_answer():
         assert requests[0]["messages"][-1] == {"role": "user", "content": "Is it supported?"}
     finally:
         server.shutdown()
+
+
+def test_facts_in_the_prompt_are_read_from_what_the_model_would_read(tmp_path, guides_copy, fake_settings):
+    """eval.selection: the selection at a budget, and the passages whole, checked against each answer fact."""
+    from eval.golden import GoldenItem
+    from eval.selection import dropped, readings, summary
+    from ingest.embed import HashEmbedder
+    from ingest.pipeline import run_ingest
+    from pipeline.qa import Pipeline
+
+    s = fake_settings(guides_copy)
+    run_ingest(s, embedder=HashEmbedder(), progress=False)
+    items = [GoldenItem(id="q", kind="answerable", turns=["What does the KV cache store?"], evidence=["KV cache"],
+                        answer_keywords=[], line=1, answer_facts=(("key",), ("zzz-not-in-any-guide",))),
+             GoldenItem(id="k", kind="answerable", turns=["What does the KV cache store?"], evidence=["KV cache"],
+                        answer_keywords=[], line=2, answer_facts=(("cache",),))]
+    pipe = Pipeline(s, embedder=HashEmbedder())
+    try:
+        rd = readings(pipe, items, budget=5)
+    finally:
+        pipe.close()
+    sel, whole = rd["selection"], rd["passages"]
+    assert [r.missing for r in whole] == [["zzz-not-in-any-guide"], []]       # a fact no passage holds is missing
+    assert "Question: What does the KV cache store?" in whole[0].text and whole[0].tokens > sel[0].tokens
+    assert summary(whole)["complete"] == 1 and summary(whole)["questions"] == 2
+    assert dropped(sel, whole) == []               # the one complete question keeps its fact (it is in the question)
