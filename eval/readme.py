@@ -85,6 +85,9 @@ def render_table(m: dict) -> str:
                                                               kinds(p).get("unanswerable", 0)) if "answers" in p else "–")
         row("answerable questions falsely refused", ans(lambda a: str(a.get("false_refusals"))))
         row("facts on screen (answer + quotes under it)", ans(lambda a: str(a.get("facts_on_screen"))))
+        row("shown \"may be incomplete\": of them not correct", ans(
+            lambda a: _frac(a["incomplete_answers"] - a["incomplete_correct"], a["incomplete_answers"])
+            if a.get("incomplete_answers") else "0"))
         if any((parts[c].get("answers") or {}).get("ragas") for c in cols):
             row("ragas faithfulness / answer relevancy / context precision (judged answers)", ans(
                 lambda a: " / ".join(_n(a["ragas"].get(k), 2) for k in ("faithfulness", "answer_relevancy",

@@ -312,3 +312,13 @@ def test_facts_in_the_prompt_are_read_from_what_the_model_would_read(tmp_path, g
     assert "Question: What does the KV cache store?" in whole[0].text and whole[0].tokens > sel[0].tokens
     assert summary(whole)["complete"] == 1 and summary(whole)["questions"] == 2
     assert dropped(sel, whole) == []               # the one complete question keeps its fact (it is in the question)
+
+
+def test_readme_table_says_how_often_an_incomplete_warning_is_right():
+    from eval.readme import render_table
+
+    a = {"correct_answers": 5, "verified_answers": 0, "verified_precision": float("nan"), "refused_unanswerable": 0,
+         "false_refusals": 0, "facts_on_screen": 5, "incomplete_answers": 4, "incomplete_correct": 1}
+    m = {"run": {"date": "d", "machine": "m", "golden": "g", "n_questions": 8, "wall_seconds": 60},
+         "by_part": {"all": {"n": 8, "kinds": {"answerable": 8}, "retrieval": {}, "answers": a}}}
+    assert '| shown "may be incomplete": of them not correct | 3/4 (0.750) |' in render_table(m)
