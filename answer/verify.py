@@ -147,6 +147,23 @@ def _lcs(a: list[str], b: list[str]) -> tuple[int, list[int]]:
     return dp[0][0], used
 
 
+class Swap(str):
+    """A reason that says what the passage states instead: "the passage says 10,000x / 3x, not 100x". It reads as
+    that sentence wherever a reason is shown, and keeps its parts for code (the practice grader) to compare::
+
+        r = Swap.of(["10,000x", "3x"], "100x")
+        r == "the passage says 10,000x / 3x, not 100x"; r.alternatives == ("10,000x", "3x"); r.said == "100x"
+    """
+    alternatives: tuple[str, ...]
+    said: str
+
+    @classmethod
+    def of(cls, alternatives, said: str) -> "Swap":
+        r = cls(f"the passage says {' / '.join(alternatives)}, not {said}")
+        r.alternatives, r.said = tuple(alternatives), said
+        return r
+
+
 @dataclass
 class Alignment:
     """How one passage supports one sentence."""
@@ -335,7 +352,7 @@ class PassageIndex:
                 if alt:
                     conflicts.append(alt[0])
                     missing.append(w)
-                    reasons.append(f"the passage says {' / '.join(alt)}, not {w}")
+                    reasons.append(Swap.of(alt, w))
         if header is not None:            # a table row: a term must sit in the column the sentence names
             col_conflicts, col_reasons = _compare_columns(sentence, span, header)
             if col_conflicts:
@@ -399,7 +416,7 @@ def _compare_terms(sentence: str, span: str, header_names: dict[str, str],
         alts = (same_unit or extra_nums)[:2]
         if alts:
             conflicts.extend(x for x in alts if x not in conflicts)
-            reasons.append(f"the passage says {' / '.join(alts)}, not {v}")
+            reasons.append(Swap.of(alts, v))
         else:
             reasons.append(f"{v} is not in the passage")
     num_keys = set(s_num) | set(p_num)
@@ -413,7 +430,7 @@ def _compare_terms(sentence: str, span: str, header_names: dict[str, str],
         missing.append(v)
         if extra_names:
             conflicts.extend(x for x in extra_names[:2] if x not in conflicts)
-            reasons.append(f"the passage says {' / '.join(extra_names[:2])}, not {v}")
+            reasons.append(Swap.of(extra_names[:2], v))
         else:
             reasons.append(f"{v} is not in the passage")
     for k, v in proper_nouns(sentence).items():
@@ -428,7 +445,7 @@ def _compare_terms(sentence: str, span: str, header_names: dict[str, str],
         if alt:
             missing.append(w)
             conflicts.extend(x for x in alt if x not in conflicts)
-            reasons.append(f"the passage says {' / '.join(alt)}, not {w}")
+            reasons.append(Swap.of(alt, w))
     return missing, conflicts, reasons
 
 
@@ -484,7 +501,7 @@ def _compare_context(sentence: str, span: str) -> tuple[list[str], list[str]]:
         alts = [w for k, w, pa, pb in p_terms if k not in s_keys and ctx & _context(span, pa, pb)]
         if alts:
             conflicts.append(alts[0])
-            reasons.append(f"the passage says {alts[0]}, not {shown}")
+            reasons.append(Swap.of(alts[:1], shown))
     return conflicts, reasons
 
 

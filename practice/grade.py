@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from answer.verify import CONTRADICTED, _unit, align, numbers
+from answer.verify import CONTRADICTED, Swap, _unit, align, numbers
 from core.text import content_stems, sentence_spans
 from ingest.bank import Entry, Point, plain
 
@@ -99,34 +99,28 @@ class Grade:
                 "reference": e.reference, "reference_lines": list(e.answer_lines), "note": self.note}
 
 
-_REASON = re.compile(r"^the passage says (?P<alts>.+), not (?P<said>.+)$")
-
-
 def _same_kind(reason: str) -> bool:
     """A verifier reason that is a contradiction for a grader: another name or side, or another number of the
     same unit ("10,000x, not 100x"; "7B, not 100x" compares different things and is dropped)."""
-    m = _REASON.match(reason)
-    if not m:
+    if not isinstance(reason, Swap):
         return False
-    said = m.group("said")
+    said, alts = reason.said, reason.alternatives
     if not numbers(said):            # another name or side; not the same name written longer ("GPT-style")
         return not any(said.casefold().startswith(a.casefold()) or a.casefold().startswith(said.casefold())
-                       for a in m.group("alts").split(" / "))
+                       for a in alts)
     unit = {_unit(k) for k in numbers(said)}
-    return any(_unit(k) in unit for alt in m.group("alts").split(" / ") for k in numbers(alt))
+    return any(_unit(k) in unit for alt in alts for k in numbers(alt))
 
 
 def _first_alternative(reason: str) -> str:
     """'the passage says 10,000x / 3x, not 100x' -> 'the passage says 10,000x, not 100x' (the guide's first
     figure of that kind: a reader is told one thing to remember)."""
-    m = _REASON.match(reason)
-    if not m:
+    if not isinstance(reason, Swap):
         return reason
-    said = m.group("said")
-    alts = m.group("alts").split(" / ")
+    said, alts = reason.said, reason.alternatives
     units = {_unit(k) for k in numbers(said)}
-    same = [a for a in alts if any(_unit(k) in units for k in numbers(a))] if units else alts
-    return f"the passage says {(same or alts)[0]}, not {said}"
+    same = [a for a in alts if any(_unit(k) in units for k in numbers(a))] if units else list(alts)
+    return str(Swap.of([(same or alts)[0]], said))
 
 
 def answer_units(answer: str) -> list[str]:

@@ -140,3 +140,12 @@ def test_a_word_inside_a_list_item_is_not_the_items_name():
     assert align("LoRA cuts trainable parameters by 10,000x and GPU memory requirement by 3x.", passage).verified
     wrong = align("LoRA cuts trainable parameters by 100x and GPU memory requirement by 3x.", passage)
     assert wrong.status == CONTRADICTED and wrong.reasons == ["the passage says 10,000x, not 100x"]
+
+
+def test_a_reason_that_names_what_the_passage_says_instead_keeps_its_parts():
+    """The practice grader reads these parts; the app and the CLI show the sentence."""
+    from answer.verify import Swap
+
+    a = align("LoRA cuts trainable parameters by 100x.", "LoRA reduces trainable parameters by 10,000x and memory by 3x.")
+    (r,) = [r for r in a.reasons if isinstance(r, Swap)]
+    assert r == "the passage says 10,000x / 3x, not 100x" and r.alternatives == ("10,000x", "3x") and r.said == "100x"
