@@ -116,6 +116,20 @@ def _mean(xs) -> float:
     return statistics.fmean(xs) if xs else float("nan")
 
 
+def outcomes(records: list[dict]) -> dict:
+    """What the project and its peer are both judged on (``deterministic_summary``, ``comparison_summary``)."""
+    ans = [r for r in records if r["kind"] != "unanswerable"]
+    una = [r for r in records if r["kind"] == "unanswerable"]
+    return {
+        "answered_questions": len(records),
+        "correctness": _mean([float(r["correct"]) for r in ans]),
+        "correct_answers": sum(bool(r["correct"]) for r in ans),
+        "wrong_answers": wrong_answers(records),
+        "refused_unanswerable": sum(bool(r["refused"]) for r in una),
+        "false_refusals": sum(bool(r["refused"]) for r in ans),
+    }
+
+
 def deterministic_summary(records: list[dict]) -> dict:
     ans = [r for r in records if r["kind"] != "unanswerable" and "answer" in r]
     una = [r for r in records if r["kind"] == "unanswerable" and "answer" in r]
@@ -123,18 +137,13 @@ def deterministic_summary(records: list[dict]) -> dict:
     verified = [r for r in ans + una if r.get("fully_verified")]
     incomplete = [r for r in ans + una if r.get("status") == "incomplete"]
     out = {
-        "answered_questions": len(ans) + len(una),
-        "correctness": _mean([float(r["correct"]) for r in ans]),
-        "correct_answers": sum(bool(r["correct"]) for r in ans),
+        **outcomes(ans + una),
         "verified_answers": len(verified),
         "verified_precision": _mean([float(r["correct"]) for r in verified]),
         "incomplete_answers": len(incomplete),
         "incomplete_correct": sum(bool(r["correct"]) for r in incomplete),
         "facts_on_screen": sum(bool(r.get("on_screen")) for r in ans),
         "facts_on_screen_share": _mean([float(bool(r.get("on_screen"))) for r in ans]),
-        "refused_unanswerable": sum(bool(r["refused"]) for r in una),
-        "false_refusals": sum(bool(r["refused"]) for r in ans),
-        "wrong_answers": wrong_answers(ans + una),
         "keyword_all_share": _mean([float(r["all_keywords"]) for r in ans]),
         "keyword_recall": _mean([r["keyword_recall"] for r in ans]),
         "citation_verified_share": _mean([float(c["verified"]) for c in cites]),
@@ -166,16 +175,11 @@ def comparison_summary(records: list[dict]) -> dict:
     una = [r for r in records if r["kind"] == "unanswerable"]
     secs = sorted(s for s in map(answer_seconds, records) if s is not None)
     return {
-        "answered_questions": len(records),
+        **outcomes(records),
         "answerable": len(ans),
         "unanswerable": len(una),
-        "correctness": _mean([float(r["correct"]) for r in ans]),
-        "correct_answers": sum(bool(r["correct"]) for r in ans),
-        "wrong_answers": wrong_answers(records),
         "wrong_share": _mean([float((not r["refused"]) and (r["kind"] == "unanswerable" or not r["correct"]))
                               for r in records]),
-        "refused_unanswerable": sum(bool(r["refused"]) for r in una),
-        "false_refusals": sum(bool(r["refused"]) for r in ans),
         "seconds_p50": statistics.median(secs) if secs else float("nan"),
     }
 
