@@ -118,11 +118,26 @@ class Settings(BaseSettings):
         description="Weight of the min-max-normalised reranker score against 1/fused rank (0 = fusion only, "
         "1 = reranker only).",
     )
+    rerank_fusion: Literal["weight", "rrf"] = Field(
+        "weight",
+        description="How the reranker's score meets the fused order: 'weight' (rerank_weight * minmax(score) + "
+        "(1 - rerank_weight) / fused rank) or 'rrf' (weighted reciprocal-rank fusion of the two ranks, k=60).",
+    )
+    reranker_precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="How a cross-encoder reranker scores: 'fp32', or 'bf16' (CPU autocast; about half the time on "
+        "CPUs with AMX or AVX512-BF16, slower where bfloat16 is emulated).",
+    )
     reranker_seed: int = Field(13, description="Seed for reranker training (same seed, same model).")
     reranker_max_length: int = Field(
-        256, ge=32, le=512,
+        128, ge=32, le=512,
         description="Word-pieces of query + passage the trained cross-encoder reads, in training and at query time "
-        "(the passage is truncated past it).",
+        "(the passage is truncated past it; 128 scores twice as fast as 256, retrieval/RERANK_MEASUREMENTS.md).",
+    )
+    reranker_layers: int = Field(
+        6, ge=1, le=6,
+        description="Transformer layers of the bundled MiniLM the trained cross-encoder keeps (the first n); fewer "
+        "score proportionally faster.",
     )
     reranker_epochs: int = Field(
         1, ge=1, le=100, description="Passes of `guides train-reranker` over the training questions.")
@@ -135,6 +150,12 @@ class Settings(BaseSettings):
         150, ge=1, le=100_000,
         description="Chunks (a seeded subset) the LLM writes training questions for in `guides train-reranker "
         "--write-data` (~15-25 s each with the 1.5B on 2 busy cores).",
+    )
+    reranker_data_sources: str = Field(
+        "bank,llm,llm-small",
+        description="Training questions `guides train-reranker` fine-tunes on, comma-separated: 'bank' (the guides' "
+        "own questions, with the chunks holding their answers), 'llm' (written by the bundled 1.5B), 'llm-small' "
+        "(the bundled 0.5B, for other chunks); files in retrieval/data/ (retrieval/trained.py: DATA_SOURCES).",
     )
     reranker_data_llm: str = Field(
         "bundled", description="The LLM (a GUIDES_LLM name) that writes the reranker's training questions.")

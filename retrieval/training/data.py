@@ -1,9 +1,11 @@
 """Training data for the reranker, InPars-style: the bundled LLM writes questions for chunks.
 
-`guides train-reranker --write-data` runs it once and keeps the result in the repository
+`guides train-reranker --write-data llm` runs it once and keeps the result in the repository
 (``retrieval/data/reranker_train.jsonl`` plus ``reranker_train.meta.json``); training reads
-that file, so a fresh machine trains without running the LLM. For a seeded subset of the
-indexed chunks (``settings.reranker_data_chunks``):
+that file, so a fresh machine trains without running the LLM. `--write-data llm-small` does the
+same with the bundled 0.5B for the chunks the first file does not cover
+(``reranker_train_small.jsonl``). For a seeded subset of the indexed chunks
+(``settings.reranker_data_chunks``):
 
 1. the LLM named by ``settings.reranker_data_llm`` (default ``bundled``, Qwen2.5-Coder-1.5B)
    writes up to 3 questions the chunk answers (greedy; ``core.llm.load_llm`` + ``complete``);
@@ -225,15 +227,21 @@ def data_paths(path: Path = DATA_FILE) -> tuple[Path, Path]:
     return path, path.with_suffix(".meta.json")
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
 def write_training_data(settings: Settings, *, out: Path = DATA_FILE, progress: bool = True,
-                        llm=None, searcher: HybridSearcher | None = None) -> tuple[list[dict], dict]:
+                        llm=None, searcher: HybridSearcher | None = None, llm_name: str | None = None,
+                        skip_chunks_of: Sequence[Path] = (), command: str = "guides train-reranker --write-data",
+                        ) -> tuple[list[dict], dict]:
     """Generate the training questions for the current index and write ``out`` (+ its .meta.json).
+
+    ``llm_name``: the LLM (a GUIDES_LLM name) that writes them (default ``settings.reranker_data_llm``);
+    ``skip_chunks_of``: data files whose chunks already have questions: those chunks are not asked
+    again, the next ones in the seeded order are (a second LLM source covers new chunks).
 
     Work is kept per chunk in ``<out>.partial`` so an interrupted run resumes where it stopped.
     ``llm`` / ``searcher``: injected for tests (default: ``core.llm.load_llm`` on
@@ -250,11 +258,12 @@ def write_training_data(settings: Settings, *, out: Path = DATA_FILE, progress: 
         searcher = HybridSearcher(settings, embedder=load_embedder(settings.embed_model), index=IndexHandle(settings))
     own_llm = llm is None
     if own_llm:
-        llm = load_llm(settings.model_copy(update={"llm": settings.reranker_data_llm,
+        llm = load_llm(settings.model_copy(update={"llm": llm_name or settings.reranker_data_llm,
                                                    "llm_threads": settings.reranker_train_threads,
                                                    "llm_context_window": 2048}))
     try:
-        return _write_training_data(settings, out=Path(out), progress=progress, llm=llm, searcher=searcher)
+        return _write_training_data(settings, out=Path(out), progress=progress, llm=llm, searcher=searcher,
+                                    skip=covered_chunks(skip_chunks_of), command=command)
     finally:
         if own_searcher:
             searcher.index.close()
@@ -262,8 +271,14 @@ def write_training_data(settings: Settings, *, out: Path = DATA_FILE, progress: 
             llm.close()
 
 
-def _write_training_data(settings: Settings, *, out: Path, progress: bool, llm,
-                         searcher: HybridSearcher) -> tuple[list[dict], dict]:
+def covered_chunks(paths: Sequence[Path]) -> frozenset[tuple[str, str]]:
+    """(chunk id, content hash) of the chunks the rows of these data files ask about (a missing file says
+    which command writes it); a chunk edited since has no questions for its new text, so it is not covered."""
+    return frozenset((r["chunk_id"], r["content_hash"]) for p in paths for r in read_training_data(p))
+
+
+def _write_training_data(settings: Settings, *, out: Path, progress: bool, llm, searcher: HybridSearcher,
+                         skip: frozenset[tuple[str, str]] = frozenset(), command: str = "") -> tuple[list[dict], dict]:
     from tqdm import tqdm
 
     from core.llm import complete
@@ -277,7 +292,8 @@ def _write_training_data(settings: Settings, *, out: Path, progress: bool, llm,
                         f"`guides ingest`.")
     picker = NegativePicker(chunks, vectors, searcher.index.bm25.idf, tokenize)
     dev = DevFilter(load_dev_questions(), embedder=searcher.embedder)
-    order = chunk_order(chunks, settings.reranker_seed)[: settings.reranker_data_chunks]
+    order = [i for i in chunk_order(chunks, settings.reranker_seed)
+             if (chunks[i].chunk_id, chunks[i].content_hash) not in skip][: settings.reranker_data_chunks]
 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
@@ -335,12 +351,13 @@ def _write_training_data(settings: Settings, *, out: Path, progress: bool, llm,
         "filters": {"near_copy_cos": NEAR_COPY_COS, "dev_cos": DEV_COS, "topic_idf": TOPIC_IDF,
                     "heading_jaccard": HEADING_JACCARD},
         "stats": stats,
+        "chunks_skipped_as_covered": len(skip),
         "seconds": {"llm_this_run": round(llm_seconds, 1), "total_this_run": round(time.perf_counter() - t_start, 1)},
-        "command": "guides train-reranker --write-data",
+        "command": command,
     }
     data_file, meta_file = data_paths(out)
-    _write_atomic(data_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    _write_atomic(meta_file, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(data_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_atomic(meta_file, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
     return rows, meta
 
 

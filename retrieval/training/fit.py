@@ -38,8 +38,8 @@ import numpy as np
 from core.settings import Settings
 from core.types import Chunk
 
-from ..trained import (BASE_MODEL, DATA_FILE, TRAINED_FORMAT, corpus_fingerprint, file_sha, format_passage, model_dir,
-                       recipe)
+from ..trained import (BASE_MODEL, TRAINED_FORMAT, corpus_fingerprint, file_sha, format_passage,
+                       model_dir, recipe, training_files)
 from .data import read_training_data, resolve_rows
 
 
@@ -50,8 +50,9 @@ class TrainingError(RuntimeError):
 # --------------------------------------------------------------------------- model
 
 
-def build_cross_encoder(max_length: int, seed: int):
-    """A CrossEncoder from the bundled MiniLM: encoder, mean pooling, linear layer (one score, no activation)."""
+def build_cross_encoder(max_length: int, seed: int, layers: int | None = None):
+    """A CrossEncoder from the bundled MiniLM: encoder (its first ``layers`` transformer layers; None: all 6),
+    mean pooling, linear layer (one score, no activation). Fewer layers: proportionally faster to score."""
     import torch
     from sentence_transformers.cross_encoder import CrossEncoder
     from sentence_transformers.cross_encoder.modules import Dense, Transformer
@@ -62,10 +63,21 @@ def build_cross_encoder(max_length: int, seed: int):
     torch.manual_seed(seed)
     encoder = Transformer(str(resolve_model_path(BASE_MODEL)), transformer_task="feature-extraction",
                           max_seq_length=max_length)
+    if layers is not None:
+        keep_layers(encoder.auto_model, layers)
     dim = encoder.get_embedding_dimension() if hasattr(encoder, "get_embedding_dimension") else 384
     head = Dense(dim, 1, activation_function=None, module_output_name="scores")
     return CrossEncoder(modules=[encoder, Pooling(dim, pooling_mode="mean"), head], device="cpu",
                         activation_fn=torch.nn.Identity())
+
+
+def keep_layers(bert, n: int) -> None:
+    """Keep the first ``n`` transformer layers of a BERT model (its config says so too, so it saves and loads)."""
+    have = len(bert.encoder.layer)
+    if not 1 <= n <= have:
+        raise TrainingError(f"GUIDES_RERANKER_LAYERS={n}, but the base model has {have} layers; use 1 to {have}.")
+    bert.encoder.layer = bert.encoder.layer[:n]
+    bert.config.num_hidden_layers = n
 
 
 # --------------------------------------------------------------------------- data
@@ -112,8 +124,23 @@ def heldout_accuracy(model, examples, chunks: Sequence[Chunk]) -> float:
 # --------------------------------------------------------------------------- training
 
 
-def train_reranker(settings: Settings, *, progress: bool = True, tiny: bool = False, data: Path = DATA_FILE) -> Path:
-    """Train the cross-encoder for the current index from ``data``; returns its folder (see the module docstring).
+def read_sources(files: Sequence[Path], chunks: Sequence[Chunk]) -> tuple[list, int, dict[str, dict[str, int]]]:
+    """(query, positive, negatives) of every file's rows whose chunks are in the index unchanged, how many
+    rows were skipped as stale, and per file name its rows and usable rows."""
+    examples, skipped, per_file = [], 0, {}
+    for f in files:
+        rows = read_training_data(f)
+        got, stale = resolve_rows(rows, chunks)
+        examples += got
+        skipped += stale
+        per_file[Path(f).name] = {"rows": len(rows), "usable": len(got)}
+    return examples, skipped, per_file
+
+
+def train_reranker(settings: Settings, *, progress: bool = True, tiny: bool = False,
+                   data: Path | Sequence[Path] | None = None) -> Path:
+    """Train the cross-encoder for the current index from ``data`` (default: the files of
+    ``settings.reranker_data_sources``); returns its folder (see the module docstring).
 
     ``tiny`` trains one short epoch (for tests); it is saved under its own key, so it never stands in
     for the real model.
@@ -133,23 +160,25 @@ def train_reranker(settings: Settings, *, progress: bool = True, tiny: bool = Fa
     final = model_dir(settings, chunks, tiny=tiny, data=data)
     key = final.name.removeprefix("reranker-")
 
-    rows = read_training_data(data)
-    examples, skipped = resolve_rows(rows, chunks)
+    files = training_files(settings, data)
+    names = [str(f) for f in files]
+    examples, skipped, per_file = read_sources(files, chunks)
     if not examples:
-        raise TrainingError(f"None of the {len(rows)} questions in {data} matches a chunk of the current index "
-                            f"({skipped} name chunks that changed or are gone). Regenerate the data for this index: "
-                            f"`guides train-reranker --write-data`.")
+        raise TrainingError(f"None of the {skipped} questions in {names} matches a chunk of the current index "
+                            f"unchanged (their chunks changed or are gone). Regenerate the data for this index: "
+                            f"`guides train-reranker --write-data bank` (and llm, llm-small).")
     train, heldout = split_heldout(examples, chunks, r["heldout_share"], r["seed"])
     cols = to_columns(train, chunks, r["hard_negatives"])
     if not cols["query"]:
-        raise TrainingError(f"No training question in {data} has {r['hard_negatives']} hard negatives; lower "
-                            f"GUIDES_RERANKER_HARD_NEGATIVES or regenerate the data (`guides train-reranker --write-data`).")
+        raise TrainingError(f"No training question in {names} has {r['hard_negatives']} hard negatives; lower "
+                            f"GUIDES_RERANKER_HARD_NEGATIVES or regenerate the data "
+                            f"(`guides train-reranker --write-data bank`).")
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(settings.reranker_train_threads)
     tmp_root = Path(tempfile.mkdtemp(prefix=".train-", dir=_ensure(final.parent)))
     try:
-        model = build_cross_encoder(r["max_length"], r["seed"])
+        model = build_cross_encoder(r["max_length"], r["seed"], r["layers"])
         loss = MultipleNegativesRankingLoss(model, num_negatives=r["in_batch_negatives"], scale=r["scale"],
                                             activation_fn=None)
         args = CrossEncoderTrainingArguments(
@@ -173,8 +202,8 @@ def train_reranker(settings: Settings, *, progress: bool = True, tiny: bool = Fa
     try:
         meta = {
             "key": key, "index_version": version.vid, "corpus_fingerprint": corpus_fingerprint(chunks),
-            "n_chunks": len(chunks), "recipe": r, "data": {"file": str(data), "sha256": file_sha(data),
-                                                          "rows": len(rows), "skipped_stale": skipped,
+            "n_chunks": len(chunks), "recipe": r, "data": {"files": {str(f): file_sha(f) for f in files},
+                                                          "per_file": per_file, "skipped_stale": skipped,
                                                           "train_questions": len(cols["query"]),
                                                           "heldout_questions": len(heldout)},
             "steps": int(out.global_step), "loss": {"first": losses[0] if losses else None,

@@ -109,6 +109,33 @@ def test_rerank_empty_and_invalid_top_k():
         rerank("q", [make_hit(1, "A")], reranker=OverlapReranker(), top_k=0)
 
 
+def test_combine_rrf_fixed_example():
+    ce = [0.1, 0.9, 0.5, 0.9]                       # reranker ranks: 4, 1, 3, 2 (a tie keeps the fused order)
+    got = combine(ce, 0.5, fusion="rrf", rrf_k=60)
+    want = [0.5 / 64 + 0.5 / 61, 0.5 / 61 + 0.5 / 62, 0.5 / 63 + 0.5 / 63, 0.5 / 62 + 0.5 / 64]
+    assert got == pytest.approx(want)
+    assert sorted(range(4), key=lambda i: -got[i]) == [1, 0, 3, 2]
+    assert combine(ce, 1.0, fusion="rrf", rrf_k=1) == pytest.approx([1 / 5, 1 / 2, 1 / 4, 1 / 3])
+    with pytest.raises(ValueError, match="GUIDES_RERANK_FUSION"):
+        combine(ce, 0.5, fusion="max")
+
+
+def test_rerank_only_the_first_candidates_and_keeps_the_rest_in_fused_order():
+    hits = [make_hit(r, h) for r, h in enumerate("ABCDE", start=1)]
+    rr = ScriptedReranker({"A": 0.0, "B": 1.0, "C": 9.0, "D": 99.0, "E": 99.0})
+    out = rerank("q", hits, reranker=rr, weight=1.0, candidates=3)
+    assert [h.payload["section_path"][0] for h in out] == ["C", "B", "A", "D", "E"]
+    assert [h.rank for h in out] == [1, 2, 3, 4, 5]
+    assert rr.calls == [("q", ["A\nbody", "B\nbody", "C\nbody"])]        # D and E are never scored
+    assert "rerank" not in out[3].scores
+    out = rerank("q", [make_hit(r, h) for r, h in enumerate("ABCDE", start=1)], reranker=rr, weight=0.5,
+                 candidates=4, fusion="rrf", top_k=2)
+    # ranks (fused, reranker): A (1,4) B (2,3) C (3,2) D (4,1): A, D tie and B, C tie, A+D > B+C
+    assert [h.payload["section_path"][0] for h in out] == ["A", "D"]
+    with pytest.raises(ValueError, match="GUIDES_RERANK_CANDIDATES"):
+        rerank("q", hits, reranker=rr, candidates=0)
+
+
 def test_rerank_rejects_wrong_number_of_scores():
     class Broken:
         name = "broken"

@@ -34,6 +34,10 @@ def test_model_key_tracks_corpus_settings_data_and_seed(tmp_path):
     assert k != model_key(s, [chunk(["A"], "alpha changed"), chunk(["B"], "beta")], data=data)
     assert k != model_key(settings_for(tmp_path, reranker_seed=14), chunks, data=data)
     assert k != model_key(settings_for(tmp_path, reranker_epochs=2), chunks, data=data)
+    assert k != model_key(settings_for(tmp_path, reranker_layers=3), chunks, data=data)
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"query": "q2"}\n')
+    assert model_key(s, chunks, data=[data, other]) not in {k, model_key(s, chunks, data=[other, data])}
     assert k != model_key(s, chunks, tiny=True, data=data)
     assert k == model_key(settings_for(tmp_path, rerank_weight=0.9, rerank_candidates=30), chunks, data=data)
     assert k != model_key(s, chunks, data=tmp_path / "missing.jsonl")
@@ -41,6 +45,19 @@ def test_model_key_tracks_corpus_settings_data_and_seed(tmp_path):
     k2 = model_key(s, chunks, data=data)
     assert k2 != k                                                                   # regenerated data, new model
     assert model_dir(s, chunks, data=data) == s.data_dir / "models" / f"reranker-{k2}"
+
+
+def test_data_sources_name_the_committed_files_and_unknown_ones_say_which_exist(tmp_path):
+    import pytest
+
+    from retrieval.trained import DATA_SOURCES, data_files
+
+    assert data_files(settings_for(tmp_path, reranker_data_sources="bank, llm")) == [DATA_SOURCES["bank"],
+                                                                                     DATA_SOURCES["llm"]]
+    with pytest.raises(ValueError, match="bank.*llm.*llm-small"):
+        data_files(settings_for(tmp_path, reranker_data_sources="bank,web"))
+    with pytest.raises(ValueError, match="none given"):
+        data_files(settings_for(tmp_path, reranker_data_sources=" , "))
 
 
 def test_trained_model_dir_follows_the_current_index(tmp_path):

@@ -67,13 +67,16 @@ def test_real_dev_set_questions_are_caught_by_the_filter():
         D.load_dev_questions(Path("/nonexistent/golden.jsonl"))
 
 
-def test_committed_training_data_shares_no_question_with_the_dev_set():
-    """The file in the repository against the dev set as it is now (which grows). Checked with a
+@pytest.mark.parametrize("source,made_by", [("llm", "bundled:qwen2.5-coder-1.5b"),
+                                             ("llm-small", "bundled-small:qwen2.5-coder-0.5b"), ("bank", None)])
+def test_committed_training_data_shares_no_question_with_the_dev_set(source, made_by):
+    """Each file in the repository against the dev set as it is now (which grows). Checked with a
     measure the filter does not use (stemmed content words, ``core.text.tokenize``), so a filter
     that let near copies through would be caught here, not re-approved."""
     from core.text import tokenize
+    from retrieval.trained import DATA_SOURCES
 
-    rows = D.read_training_data()
+    rows = D.read_training_data(DATA_SOURCES[source])
     assert len(rows) >= 100
     dev = [(d, set(tokenize(d))) for d in D.load_dev_questions()]
     clashes = []
@@ -85,9 +88,11 @@ def test_committed_training_data_shares_no_question_with_the_dev_set():
     assert clashes == [], f"{len(clashes)} training questions too close to dev questions, e.g. {clashes[:2]}"
     for r in rows:
         assert r["chunk_id"] not in {n["chunk_id"] for n in r["negatives"]}
-        assert 1 <= r["hybrid_rank"] <= D.HYBRID_DEPTH and 1 <= len(r["negatives"]) <= D.MAX_NEGATIVES
-    meta = json.loads(D.data_paths()[1].read_text())
-    assert meta["stats"]["kept"] == len(rows) and meta["llm"].startswith("bundled:qwen2.5-coder-1.5b")
+        assert 1 <= len(r["negatives"]) <= D.MAX_NEGATIVES
+        assert (made_by is None and r["hybrid_rank"] is None) or 1 <= r["hybrid_rank"] <= D.HYBRID_DEPTH
+    meta = json.loads(D.data_paths(DATA_SOURCES[source])[1].read_text())
+    assert meta["stats"]["kept"] == len(rows)
+    assert meta["llm"].startswith(made_by) if made_by else meta["command"].endswith("--write-data bank")
 
 
 def test_heading_words_drop_stopwords_fillers_and_numbers():
@@ -201,8 +206,28 @@ def test_write_training_data_drops_rewordings_of_dev_questions_and_resumes(tiny_
 @pytest.mark.slow
 def test_committed_training_data_is_far_from_dev_questions_by_embedding(real_embedder):
     """The MiniLM-cosine half of the decontamination, re-checked on the committed file."""
-    rows = D.read_training_data()
+    from retrieval.trained import DATA_SOURCES
+
+    rows = [r for f in DATA_SOURCES.values() for r in D.read_training_data(f)]
     dev = D.load_dev_questions()
     sims = real_embedder.embed([r["query"] for r in rows]) @ real_embedder.embed(dev).T
     worst = float(sims.max())
     assert worst < D.DEV_COS, f"a training question has cosine {worst:.2f} with a dev question"
+
+
+def test_a_second_llm_source_asks_only_chunks_the_first_does_not_cover(tiny_index, tmp_path):
+    """`--write-data llm-small`: the chunks of the first file are skipped, the next ones in the seeded order asked."""
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    s = tiny_index.model_copy(update={"reranker_data_chunks": 2})
+    rows1, meta1 = D.write_training_data(s, out=first, llm=QuestionLLM(["What is HyDE?"]), progress=False)
+    asked1 = {json.loads(line)["chunk_id"] for line in first.with_name("first.jsonl.partial").read_text().splitlines()}
+    llm = QuestionLLM(["What is HyDE?"])
+    rows2, meta2 = D.write_training_data(s.model_copy(update={"reranker_data_chunks": 50}), out=second, llm=llm,
+                                         skip_chunks_of=[first], progress=False, command="x --write-data llm-small")
+    asked2 = {json.loads(line)["chunk_id"] for line in second.with_name("second.jsonl.partial").read_text().splitlines()}
+    covered = {r["chunk_id"] for r in rows1}
+    assert len(asked1) == 2 and covered and asked2 and not covered & asked2
+    assert meta2["chunks_skipped_as_covered"] == len(covered) and meta2["command"] == "x --write-data llm-small"
+    assert asked1 - covered <= asked2            # a chunk asked before but without a kept question is asked again
+    with pytest.raises(D.DataError, match="--write-data"):
+        D.write_training_data(s, out=second, llm=llm, skip_chunks_of=[tmp_path / "missing.jsonl"], progress=False)

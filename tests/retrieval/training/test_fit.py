@@ -59,3 +59,41 @@ def test_tiny_training_saves_loads_and_is_deterministic(tiny_index, tmp_path):
     assert SentenceTransformersCrossEncoder(str(path)).score("why divide by sqrt d_k?", passages) == pytest.approx(first, abs=1e-5)
     with pytest.raises(RerankerError, match="stale"):                      # the tiny model never stands in
         load_reranker(s.model_copy(update={"reranker": "trained"}))
+
+
+@pytest.mark.slow
+def test_tiny_model_trained_on_bank_pairs_for_one_step_reranks_hybrid_hits(tiny_index, tmp_path):
+    """The bank's pairs (the tiny guides' own questions), one training step, then reranking real hybrid hits."""
+    from ingest.embed import load_embedder
+    from retrieval.rerank import rerank
+    from retrieval.search import HybridSearcher, IndexHandle
+    from retrieval.training.bank import write_bank_data
+
+    s = tiny_index.model_copy(update={"reranker_layers": 2})
+    rows, meta = write_bank_data(s, out=tmp_path / "bank.jsonl")
+    assert meta["stats"]["questions"] == 3 and rows, meta["stats"]       # 'What is LoRA?' may go as a dev question
+    path = T.train_reranker(s, progress=False, tiny=True, data=tmp_path / "bank.jsonl")
+    meta = json.loads((path / "metadata.json").read_text())
+    assert meta["steps"] >= 1 and meta["recipe"]["layers"] == 2
+    assert meta["data"]["per_file"]["bank.jsonl"] == {"rows": len(rows), "usable": len(rows)}
+    rr = SentenceTransformersCrossEncoder(str(path))
+    assert len(rr.model[0].auto_model.encoder.layer) == 2                 # saved and loaded with 2 layers
+    index = IndexHandle(s)
+    try:
+        hits, _ = HybridSearcher(s, embedder=load_embedder(s.embed_model), index=index).search(
+            "What does a reranker do in RAG?", top_k=4)
+        before = [h.chunk_id for h in hits]
+        out = rerank("What does a reranker do in RAG?", hits, reranker=rr, weight=1.0, candidates=3, fusion="rrf")
+    finally:
+        index.close()
+    assert sorted(h.chunk_id for h in out[:3]) == sorted(before[:3]) and out[3].chunk_id == before[3]
+    assert all(isinstance(h.scores["ce"], float) for h in out[:3])
+    ce = [h.scores["ce"] for h in sorted(out[:3], key=lambda h: -h.scores["rerank"])]
+    assert ce == sorted(ce, reverse=True)                                  # w=1: the model's own order
+    # bf16 (CPU autocast) scores close to fp32's
+    passages = ["Retrieval\nA cross-encoder reads the question", "Serving\nContinuous batching", "Attention\nsoftmax"]
+    fp32 = rr.score("What does a reranker do?", passages)
+    bf16 = SentenceTransformersCrossEncoder(str(path), precision="bf16").score("What does a reranker do?", passages)
+    assert bf16 == pytest.approx(fp32, abs=0.05) and bf16 != fp32
+    with pytest.raises(RerankerError, match="GUIDES_RERANKER_PRECISION"):
+        SentenceTransformersCrossEncoder(str(path), precision="int4")
