@@ -50,11 +50,16 @@ from ingest.embed import CachedEmbedder
 
 # The answer's state when every sentence verifies but it leaves out a part of the question (_flag_incomplete).
 INCOMPLETE = "incomplete"
+# Every sentence verifies and no part of the question is left out, but the answer states little of its best
+# evidence: not a warning (such answers are right about half the time), not "verified" either.
+PARTIAL = "partial"
 
 # What each answer state (AnswerResult.status) tells the reader, shown under the answer by the app and `guides ask`.
 ANSWER_STATES = {
     VERIFIED: "verified: every sentence is stated by the passage it cites",
     INCOMPLETE: "may be incomplete: every sentence is verified, but the answer leaves out part of the question",
+    PARTIAL: "supported: every sentence is stated by the guides, which say more on this (marked \u201cnot in the "
+             "answer\u201d below)",
     UNVERIFIED: "not verified: a sentence is not stated by the passage it cites (see the evidence)",
     CONTRADICTED: "contradicted: a cited passage says otherwise (see the evidence)",
     TOO_SHORT: "too short to check: compare it with the passage",
@@ -404,25 +409,31 @@ class Answerer:
     def _flag_incomplete(self, result: AnswerResult, lead: Sequence[Quote], passages: Sequence[Passage],
                          asked: str, cited) -> None:
         """A verified answer that leaves out a part of the question (answer.completeness) becomes INCOMPLETE,
-        naming the parts in ``result.missing_parts`` and keeping the best evidence it does not state in
-        ``result.left_out``. ``answer_incomplete="coverage"`` flags by the share of the best evidence's words
-        stated instead (the rule before; most answers it flagged were right)."""
+        naming the parts in ``result.missing_parts``; one that answers every part but states less than
+        ``answer_min_coverage`` of its best evidence's words becomes PARTIAL (no warning, but not shown
+        verified: about half of them are wrong). Both keep the best evidence they do not state in
+        ``result.left_out``. ``answer_incomplete="coverage"``: INCOMPLETE by coverage alone (the rule before)."""
         s = self.settings
         top = best_evidence(lead, s.answer_coverage_quotes)
         covs = quote_coverage(result.answer, top, asked) if top else []
         result.coverage = sum(covs) / len(covs) if covs else None
         if result.status != VERIFIED or s.answer_incomplete == "off":
             return
+        low = result.coverage is not None and result.coverage < s.answer_min_coverage
         if s.answer_incomplete == "coverage":
-            if result.coverage is None or result.coverage >= s.answer_min_coverage:
+            if not low:
                 return
+            result.status = INCOMPLETE
         else:
             verified = [sup.sentence for c in cited.citations for sup in c.supports if sup.status == VERIFIED]
             missing = missing_parts(asked_parts(asked), list(dict.fromkeys(verified)))
-            if not missing:
+            if missing:
+                result.missing_parts = [p.describe() for p in missing]
+                result.status = INCOMPLETE
+            elif low:
+                result.status = PARTIAL
+            else:
                 return
-            result.missing_parts = [p.describe() for p in missing]
-        result.status = INCOMPLETE
         by_chunk = {p.chunk_id: p for p in passages}
         shown = {" ".join(e["quote"].split()) for e in result.evidence}    # each quote once under an answer
         for q, c in zip(top, covs):

@@ -10,10 +10,12 @@ header row; a list item those of its parent items and of the line leading into t
 a question word ("- **TensorRT-LLM:**" above "  - **Cons:** CUDA-only, complex setup", not
 "**Expected Answer:**").
 
-Two rules keep the facts of a list or table together within the budget (chosen on the tune part
-of the dev set, answer/MEASUREMENTS.md): a sentence's score moves half way to the best score of
-its block of lines (``pull_to_block``: the rest of the table whose best row answers outranks a stray
-sentence of the fourth passage), and a line that asks ("**Q24: Explain ...**") is never chosen.
+Two rules, off by default, keep the facts of a list or table together within the budget: a sentence's
+score moves ``block_weight`` of the way to the best score of its block of lines (``pull_to_block``: the
+rest of the table whose best row answers outranks a stray sentence of the fourth passage), and with
+``skip_asking`` a line that asks ("**Q24: Explain ...**") is never chosen. Together (0.5) they put every
+fact in the prompt for 106 of 123 dev questions instead of 100, yet the answers were not more often right
+(test part 37 -> 35 of 65, tune 37 -> 39 of 58: answer/MEASUREMENTS.md), so they are not the default.
 
 Example::
 
@@ -38,7 +40,7 @@ GAP = " … "
 CONTEXT_WEIGHT = 0.5      # a question word found only in a sentence's context lines, against one in the sentence
 RANK_BONUS = 0.1          # a sentence of the passage ranked r gets RANK_BONUS / (1 + r)
 NEAR_BEST = 0.8           # best_evidence: sentences scoring at least this share of the best one
-BLOCK_PULL = 0.5          # a sentence's score moves this share of the way to the best of its block (pull_to_block)
+BLOCK_PULL = 0.0          # pull_to_block's share; 0.5 keeps more facts (106 vs 100/123) but answers were not more right
 
 
 @dataclass
@@ -209,7 +211,7 @@ def score_sentences(question: str, hits: Sequence[Hit], *, embedder=None, contex
 
 def select_sentences(question: str, hits: Sequence[Hit], *, count_tokens: Callable[[str], int],
                      budget_tokens: int, embedder=None, block_weight: float = BLOCK_PULL, block_by: str = "lines",
-                     skip_asking: bool = True) -> Selection:
+                     skip_asking: bool = False) -> Selection:
     """The best sentences of ``hits`` within ``budget_tokens`` (see the module docstring)."""
     ranked = score_sentences(question, hits, embedder=embedder)
     if skip_asking:

@@ -220,14 +220,16 @@ def test_no_prefill_for_backends_that_do_not_continue_it(settings, embedder, hit
 MERGE_Q = "Does LoRA merge into the weights at inference?"
 
 
-def test_a_verified_answer_to_a_one_part_question_stays_verified_though_terse(settings, embedder, hits):
+def test_a_terse_answer_to_a_one_part_question_is_supported_not_flagged(settings, embedder, hits):
     """The issue's false alarm: a right answer that leaves out words of the best evidence nobody asked about
-    ("AdamW is the most commonly used optimizer") is not flagged under the default rule; the earlier coverage
-    rule, one setting away, still flags it."""
+    ("AdamW is the most commonly used optimizer") gets no warning. It is not shown verified either (answers
+    stating little of their best evidence are wrong about half the time): it is 'partial', "supported". The
+    earlier rule, one setting away, still flags it incomplete."""
     llm = FakeLLM({"merge": "At inference the LoRA update is merged into the weights [1]."})
     res = Answerer(settings, llm=llm, embedder=embedder).answer(MERGE_Q, hits)
-    assert res.span_status == "verified" and res.status == "verified" and not res.missing_parts
-    assert res.coverage is not None and res.coverage < settings.answer_min_coverage        # still recorded
+    assert res.span_status == "verified" and res.status == "partial" and not res.missing_parts
+    assert res.coverage is not None and res.coverage < settings.answer_min_coverage
+    assert describe_status(res.status).startswith("supported") and "incomplete" not in describe_status(res.status)
     old = settings.model_copy(update={"answer_incomplete": "coverage"})
     res = Answerer(old, llm=llm, embedder=embedder).answer(MERGE_Q, hits)
     assert res.status == "incomplete" and not res.missing_parts

@@ -175,9 +175,9 @@ def test_the_rest_of_a_table_outranks_a_stray_sentence_of_a_lower_passage(make_h
     fact; a sentence of another passage that shares the question's words used to take its place."""
     hits = [make_hit(BLOCK, rank=1, chunk_id="table"), make_hit(STRAY, rank=2, chunk_id="stray")]
     q = "What changes have modern LLMs like LLaMA made to the original transformer block?"
-    kept = select_sentences(q, hits, count_tokens=words, budget_tokens=36)
+    kept = select_sentences(q, hits, count_tokens=words, budget_tokens=36, block_weight=0.5)
     assert "SwiGLU" in kept.excerpts["table"] and "stray" not in kept.excerpts
-    before = select_sentences(q, hits, count_tokens=words, budget_tokens=36, block_weight=0.0)
+    before = select_sentences(q, hits, count_tokens=words, budget_tokens=36)          # the default: off
     assert "SwiGLU" not in before.excerpts["table"] and "stray" in before.excerpts      # what the rule changes
 
 
@@ -185,7 +185,7 @@ def test_a_line_that_asks_is_never_chosen(make_hit):
     text = ('**Q21: Explain the concept of "jailbreaking" LLMs and common techniques used.**\n\n'
             "- **Role Playing:** act as DAN without restrictions.\n- **Encoding:** base64 hides the request.")
     sel = select_sentences("What techniques do people use for jailbreaking LLMs?", [make_hit(text, chunk_id="j")],
-                           count_tokens=words, budget_tokens=25)
+                           count_tokens=words, budget_tokens=25, skip_asking=True)
     assert "Q21" not in sel.excerpts["j"] and "Role Playing" in sel.excerpts["j"] and "base64" in sel.excerpts["j"]
     assert is_asking("**Q24: Explain the differences between BLEU and ROUGE.**") and is_asking("What is RAG?")
     assert not is_asking("- **Cons:** CUDA-only, complex setup.")
