@@ -1,7 +1,7 @@
 """The README's screenshot of an answer, retaken by one command.
 
 Starts the app (``streamlit run app.py``) with your settings and index, asks one question in headless
-Debian chromium, waits for the answer to finish (its latency line), and saves the answer's chat
+Debian chromium, waits for the answer to finish (its latency line and feedback buttons), and saves the answer's chat
 message as a PNG. ``--url`` uses an app that is already running instead.
 
 Usage::
@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "answer.png"
-QUESTION = "In BERT-style pretraining, what share of the input tokens gets masked out, and why not all of them?"
+QUESTION = "How many total and active parameters does Mixtral 8x7B have?"
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -100,7 +100,11 @@ def take(url: str, question: str, out: Path, *, timeout: float = 300) -> Path:
             box.send_keys(question)
             box.send_keys(Keys.ENTER)
             msg = '(//*[@data-testid="stChatMessage"])[2]'
-            wait.until(lambda drv: "total" in drv.find_element(By.XPATH, msg).text)
+            # finished: the latency line and the feedback buttons are drawn (a "total" in the answer is not enough)
+            wait.until(EC.visibility_of_element_located(
+                (By.XPATH, msg + '//button[contains(normalize-space(.), "Comment")]')))
+            wait.until(lambda drv: ":material/timer:" in drv.page_source or "first token" in drv.find_element(
+                By.XPATH, msg).text)
             time.sleep(1.5)                                   # let the evidence block finish its layout
             el = d.find_element(By.XPATH, msg)
             d.execute_script("arguments[0].scrollIntoView({block: 'start'});", el)
