@@ -72,9 +72,11 @@ def render_markdown(m: dict, per_question: list[dict] | None = None) -> str:
     if m.get("answers") and any("answers" in p for p in m.get("by_part", {}).values()):
         out.append("\n### Correctness by part\n")
         out.append("Correct: not refused, states every answer fact, and no number that none of its passages states. "
-                   "Verified precision: the share of answers shown verified (every checkable sentence verified, and "
-                   "not flagged incomplete) that are correct. Incomplete: every sentence verified, but the answer "
-                   "states little of its best evidence (`answer_min_coverage`). Facts on screen: every answer fact is in the "
+                   "Verified precision: the share of answers shown verified (every checkable sentence verified, no "
+                   "part of the question left out, most of the best evidence stated) that are correct. Incomplete: "
+                   "every sentence verified, but a part of the question left out (`answer_incomplete`); partial "
+                   "(\"supported\"): every part answered, little of the best evidence stated (`answer_min_coverage`). "
+                   "Facts on screen: every answer fact is in the "
                    "answer or in the guides' sentences shown under it without a click.\n")
         rows = [{"_name": part, "n": p["n"], **p["answers"]} for part, p in m["by_part"].items() if "answers" in p]
         out.append(md_table(rows, ["n", *PART_ANS_KEYS], "part"))
