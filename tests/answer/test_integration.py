@@ -92,7 +92,8 @@ def test_followup_answer_is_verified(followup):
     ('a smaller model to draft tokens and a larger model to verify them'), and a sentence whose cited passage does
     not verify it now also gets the passage that does (answer.citations.attribute)."""
     assert any(c.verified for c in followup.citations), followup.to_json()
-    assert followup.status in ("verified", "incomplete"), followup.to_json()
+    # every sentence verified; 'partial' (supported) when it states little of its best evidence
+    assert followup.status in ("verified", "partial", "incomplete"), followup.to_json()
 
 
 def test_injection_in_question_is_not_obeyed(answer_pipeline):
